@@ -1,0 +1,11 @@
+//! `pushgate send` (not implemented yet).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> ExitCode {
+    eprintln!("pushgate: send is not implemented yet");
+    ExitCode::from(1)
+}

@@ -1,0 +1,1 @@
+//! Raw serde structs of the TOML config file (unknown keys are errors).

@@ -1,0 +1,1 @@
+//! `{{var}}` and `{{var | default: "x"}}` placeholders in title, body and subtitle.

@@ -1,0 +1,28 @@
+//! pushgate: a push delivery gateway.
+//!
+//! Producers publish send jobs to RabbitMQ; pushgate validates each job, fans
+//! its recipients out, delivers every notification to APNs, FCM HTTP v1 or Web
+//! Push over pooled HTTP/2 connections, maps each provider answer to one
+//! stable error code, and publishes a result for every recipient.
+//!
+//! ```text
+//!  RabbitMQ ──> job (decode, validate) ──> recipients ──> throttle ──> provider
+//!                                                                        │
+//!     ack <── results confirmed <── result events <── outcome (code) <───┘
+//! ```
+//!
+//! Module map:
+//! - [`config`]: the TOML config, env overrides, validation into typed config, secrets.
+//! - [`job`]: the send-job schema, its validation and `{{var}}` templates.
+//! - [`outcome`]: the error codes, their labels and classes, and the one table
+//!   from provider answers to codes.
+//! - [`provider`]: the HTTP/2 pool and one module per provider (APNs, FCM).
+//! - [`sim`]: protocol-faithful APNs and FCM simulators for tests, demo and load tests.
+//! - [`cmd`]: the CLI sub-commands that are not the daemon (`check-config`, `send`, `simulate`).
+
+pub mod cmd;
+pub mod config;
+pub mod job;
+pub mod outcome;
+pub mod provider;
+pub mod sim;

@@ -1,0 +1,3 @@
+//! Apple Push Notification service (HTTP/2 provider API).
+
+pub mod reason;

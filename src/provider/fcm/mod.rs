@@ -1,0 +1,3 @@
+//! Firebase Cloud Messaging HTTP v1.
+
+pub mod reason;

@@ -1,0 +1,1 @@
+//! Pooled, long-lived HTTP/2 client connections to one endpoint.

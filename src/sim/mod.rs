@@ -1,0 +1,1 @@
+//! Protocol-faithful APNs and FCM simulators over TLS and HTTP/2, for tests, the demo and load tests.
