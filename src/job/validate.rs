@@ -222,7 +222,7 @@ fn subscription(s: &WebPushSubscription) -> Result<(), RecipientError> {
     let host_len = e
         .strip_prefix("https://")
         .map(|rest| rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    if e.len() > MAX_WEBPUSH_ENDPOINT
+    if e.chars().count() > MAX_WEBPUSH_ENDPOINT
         || host_len.unwrap_or(0) == 0
         || e.bytes().any(|b| b <= 0x20 || b == 0x7f)
     {
@@ -272,7 +272,12 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
             }
         }
     };
-    if base.len() < 19 || !matches!(base.as_bytes()[10], b'T' | b't') {
+    let fraction_ok = match base.as_bytes().get(19..) {
+        Some([]) => true,
+        Some([b'.', digits @ ..]) => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !fraction_ok || !matches!(base.as_bytes()[10], b'T' | b't') {
         return Err(bad());
     }
     let utc = format!("{}T{}Z", &base[..10], &base[11..]);
