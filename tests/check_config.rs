@@ -1,4 +1,5 @@
 //! `pushgate check-config` as an operator runs it: the built binary, real files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,18 +34,30 @@ fn secret_lines() -> Vec<String> {
     let mut lines = Vec::new();
     for f in ["apns-dev.p8", "apns-client.key"] {
         let pem = std::fs::read_to_string(dev.join(f)).unwrap();
-        lines.extend(pem.lines().filter(|l| !l.starts_with("-----")).map(str::to_owned));
+        lines.extend(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .map(str::to_owned),
+        );
     }
     let sa: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dev.join("fcm-service-account.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dev.join("fcm-service-account.json")).unwrap())
+            .unwrap();
     let pk = sa["private_key"].as_str().unwrap();
-    lines.extend(pk.lines().filter(|l| !l.starts_with("-----")).map(str::to_owned));
+    lines.extend(
+        pk.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::to_owned),
+    );
     lines
 }
 
 fn assert_no_secret(out: &str) {
     for l in secret_lines() {
-        assert!(!out.contains(&l[..l.len().min(24)]), "key material printed:\n{out}");
+        assert!(
+            !out.contains(&l[..l.len().min(24)]),
+            "key material printed:\n{out}"
+        );
     }
 }
 
@@ -54,7 +67,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str, edit: impl Fn(String) -> String) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("pushgate-check-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("pushgate-check-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let dev = config_dir().join("dev");
         let toml = std::fs::read_to_string(config_dir().join("dev.toml"))
@@ -82,7 +96,10 @@ fn dev_config_is_sound() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("app shop\n"), "{t}");
     assert!(t.contains("key id DEVKEY0001"), "{t}");
-    assert!(t.contains("service account pushgate-dev@pushgate-dev.iam.gserviceaccount.com"), "{t}");
+    assert!(
+        t.contains("service account pushgate-dev@pushgate-dev.iam.gserviceaccount.com"),
+        "{t}"
+    );
     assert!(t.contains("app shop-cert\n"), "{t}");
     assert!(t.contains("auth: certificate"), "{t}");
     assert_no_secret(&t);
@@ -111,23 +128,33 @@ fn corrupt_p8_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("apps.shop.apns.key_file: "), "{t}");
     assert!(t.contains("broken.p8: not a usable EC P-256"), "{t}");
-    assert!(t.contains("(set by environment variable PUSHGATE_APPS__SHOP__APNS__KEY_FILE)"), "{t}");
+    assert!(
+        t.contains("(set by environment variable PUSHGATE_APPS__SHOP__APNS__KEY_FILE)"),
+        "{t}"
+    );
     assert_no_secret(&t);
 }
 
 #[test]
 fn missing_file_is_refused() {
-    let s = Scratch::new("missing", |t| t.replace("fcm-service-account.json", "gone.json"));
+    let s = Scratch::new("missing", |t| {
+        t.replace("fcm-service-account.json", "gone.json")
+    });
     let out = check(&s.config(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("apps.shop.fcm.service_account_file: cannot read"), "{t}");
+    assert!(
+        t.contains("apps.shop.fcm.service_account_file: cannot read"),
+        "{t}"
+    );
     assert!(t.contains("gone.json"), "{t}");
 }
 
 #[test]
 fn unknown_key_is_refused() {
-    let s = Scratch::new("unknown", |t| t.replace("[apps.shop.fcm]", "[apps.shop.fcm]\nprojectid = \"x\""));
+    let s = Scratch::new("unknown", |t| {
+        t.replace("[apps.shop.fcm]", "[apps.shop.fcm]\nprojectid = \"x\"")
+    });
     let out = check(&s.config(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
@@ -137,7 +164,9 @@ fn unknown_key_is_refused() {
 
 #[test]
 fn bad_endpoint_is_refused() {
-    let s = Scratch::new("endpoint", |t| t.replace("https://127.0.0.1:4443\"", "https://127.0.0.1:4443/v1\""));
+    let s = Scratch::new("endpoint", |t| {
+        t.replace("https://127.0.0.1:4443\"", "https://127.0.0.1:4443/v1\"")
+    });
     let out = check(&s.config(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
@@ -155,16 +184,27 @@ fn every_problem_is_listed_and_no_secret_leaks() {
     // A service-account file whose private key is an EC key: refused without quoting it.
     let sa = std::fs::read_to_string(config_dir().join("dev/fcm-service-account.json")).unwrap();
     let mut sa: serde_json::Value = serde_json::from_str(&sa).unwrap();
-    sa["private_key"] = std::fs::read_to_string(config_dir().join("dev/apns-dev.p8")).unwrap().into();
+    sa["private_key"] = std::fs::read_to_string(config_dir().join("dev/apns-dev.p8"))
+        .unwrap()
+        .into();
     std::fs::write(s.0.join("sa.json"), sa.to_string()).unwrap();
-    let out = check(&s.config(), &[("PUSHGATE_APPS__SHOP__FCM__SERVICE_ACCOUNT_FILE", "sa.json")]);
+    let out = check(
+        &s.config(),
+        &[("PUSHGATE_APPS__SHOP__FCM__SERVICE_ACCOUNT_FILE", "sa.json")],
+    );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("log.lvl: unknown key"), "{t}");
-    assert!(t.contains("apps.shop.apns.key_id: \"dev-key\" is not an Apple Key ID"), "{t}");
+    assert!(
+        t.contains("apps.shop.apns.key_id: \"dev-key\" is not an Apple Key ID"),
+        "{t}"
+    );
     assert!(t.contains("apps.shop.apns.endpoint: "), "{t}");
     assert!(t.contains("apps.shop-cert.apns.endpoint: "), "{t}");
-    assert!(t.contains("sa.json: `private_key`: not a usable RSA private key"), "{t}");
+    assert!(
+        t.contains("sa.json: `private_key`: not a usable RSA private key"),
+        "{t}"
+    );
     assert!(t.contains("has 5 problem(s)"), "{t}");
     assert_no_secret(&t);
 }

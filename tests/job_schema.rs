@@ -1,4 +1,5 @@
 //! The JSON Schema for producers and the Rust job parser must agree on every example.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,9 @@ impl Schema {
         let mut compiler = boon::Compiler::new();
         compiler.enable_format_assertions();
         compiler.add_resource(&loc, json).unwrap();
-        let index = compiler.compile(&loc, &mut schemas).expect("schema compiles");
+        let index = compiler
+            .compile(&loc, &mut schemas)
+            .expect("schema compiles");
         Schema { schemas, index }
     }
 
@@ -40,7 +43,8 @@ fn rust_check(bytes: &[u8]) -> Result<(), String> {
     let job = Job::parse(bytes).map_err(|e| e.to_string())?;
     job.validate().map_err(|e| e.to_string())?;
     for i in 0..job.recipients.len() {
-        job.check_recipient(i).map_err(|(code, msg)| format!("{code}: {msg}"))?;
+        job.check_recipient(i)
+            .map_err(|(code, msg)| format!("{code}: {msg}"))?;
     }
     Ok(())
 }
@@ -80,11 +84,21 @@ fn valid_examples_pass_both() {
 fn invalid_examples_fail_both() {
     let schema = Schema::load();
     let invalid = examples("invalid");
-    assert!(invalid.len() >= 8, "only {} invalid examples", invalid.len());
+    assert!(
+        invalid.len() >= 8,
+        "only {} invalid examples",
+        invalid.len()
+    );
     for (name, bytes) in invalid {
         let instance: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert!(schema.check(&instance).is_err(), "invalid/{name}: schema accepts it");
-        assert!(rust_check(&bytes).is_err(), "invalid/{name}: pushgate accepts it");
+        assert!(
+            schema.check(&instance).is_err(),
+            "invalid/{name}: schema accepts it"
+        );
+        assert!(
+            rust_check(&bytes).is_err(),
+            "invalid/{name}: pushgate accepts it"
+        );
     }
 }
 
@@ -93,7 +107,10 @@ fn readme_lists_every_example() {
     let readme = std::fs::read_to_string(schema_dir().join("examples/README.md")).unwrap();
     for kind in ["valid", "invalid"] {
         for (name, _) in examples(kind) {
-            assert!(readme.contains(&format!("`{name}`")), "examples/README.md does not explain {kind}/{name}");
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "examples/README.md does not explain {kind}/{name}"
+            );
         }
     }
 }
@@ -136,7 +153,10 @@ fn schema_and_parser_agree_on_variations() {
         ("/fcm/android", serde_json::Value::Null),
         ("/recipients/0/token", apns[..64].to_uppercase().into()),
         ("/recipients/0/token", format!("{apns}{apns}{apns}").into()),
-        ("/recipients/0/token", format!("{apns}{apns}{apns}{}", &apns[..10]).into()),
+        (
+            "/recipients/0/token",
+            format!("{apns}{apns}{apns}{}", &apns[..10]).into(),
+        ),
         ("/recipients/0/token", serde_json::Value::Null),
         ("/recipients/0/platform", "fcm".into()),
         ("/recipients/1/token", "x".repeat(4096).into()),
@@ -168,8 +188,14 @@ fn webpush_key_variations_agree() {
     let schema = Schema::load();
     let base = std::fs::read(schema_dir().join("examples/valid/webpush.json")).unwrap();
     let base: serde_json::Value = serde_json::from_slice(&base).unwrap();
-    let p = base["recipients"][0]["subscription"]["keys"]["p256dh"].as_str().unwrap().to_owned();
-    let a = base["recipients"][0]["subscription"]["keys"]["auth"].as_str().unwrap().to_owned();
+    let p = base["recipients"][0]["subscription"]["keys"]["p256dh"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = base["recipients"][0]["subscription"]["keys"]["auth"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cases: Vec<(&str, String)> = vec![
         ("p256dh", format!("{p}=")),
         ("p256dh", format!("{p}==")),
@@ -214,9 +240,14 @@ fn webpush_key_variations_agree() {
 #[test]
 fn enums_match_the_rust_types() {
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(schema_dir().join("job.schema.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(schema_dir().join("job.schema.json")).unwrap())
+            .unwrap();
     let names = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
     };
     let push_types = names(&json["properties"]["push_type"]["enum"]);
     for name in &push_types {
@@ -224,7 +255,10 @@ fn enums_match_the_rust_types() {
     }
     assert_eq!(push_types.len(), 11);
     let platforms = names(&json["$defs"]["recipient"]["properties"]["platform"]["enum"]);
-    let rust: Vec<String> = Platform::ALL.iter().map(|p| p.as_str().to_owned()).collect();
+    let rust: Vec<String> = Platform::ALL
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
     assert_eq!(platforms, rust);
 }
 

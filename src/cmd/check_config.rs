@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, secrets, ApnsAuth, ApnsConfig, ApnsEnvironment, Config, ConnectionConfig, FcmConfig};
+use crate::config::{
+    self, secrets, ApnsAuth, ApnsConfig, ApnsEnvironment, Config, ConnectionConfig, FcmConfig,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,7 +40,11 @@ pub async fn run(args: Args) -> ExitCode {
 pub fn report(source: &str, cfg: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config {source}: OK ({} app(s))", cfg.apps.len());
-    let _ = writeln!(out, "log: format {}, level {}", cfg.log.format, cfg.log.level);
+    let _ = writeln!(
+        out,
+        "log: format {}, level {}",
+        cfg.log.format, cfg.log.level
+    );
     for (name, app) in &cfg.apps {
         let _ = writeln!(out, "app {name}");
         if let Some(apns) = &app.apns {
@@ -56,9 +62,18 @@ fn apns_lines(out: &mut String, apns: &ApnsConfig) {
         ApnsEnvironment::Production => "production",
         ApnsEnvironment::Sandbox => "sandbox",
     };
-    let _ = writeln!(out, "  apns: {} ({env}), topic {}", apns.connection.endpoint, apns.topic);
+    let _ = writeln!(
+        out,
+        "  apns: {} ({env}), topic {}",
+        apns.connection.endpoint, apns.topic
+    );
     match &apns.auth {
-        ApnsAuth::Token { team_id, key_id, refresh, .. } => {
+        ApnsAuth::Token {
+            team_id,
+            key_id,
+            refresh,
+            ..
+        } => {
             let _ = writeln!(
                 out,
                 "    auth: token, team {team_id}, key id {key_id}, JWT refreshed every {}",
@@ -82,7 +97,11 @@ fn apns_lines(out: &mut String, apns: &ApnsConfig) {
 
 fn fcm_lines(out: &mut String, fcm: &FcmConfig) {
     let sa = &fcm.service_account;
-    let _ = writeln!(out, "  fcm: {}, project {}", fcm.connection.endpoint, fcm.project_id);
+    let _ = writeln!(
+        out,
+        "  fcm: {}, project {}",
+        fcm.connection.endpoint, fcm.project_id
+    );
     let _ = writeln!(
         out,
         "    auth: service account {}, key id {}, token endpoint {}",

@@ -168,15 +168,15 @@ where
 /// string when it is one, else the raw text as a string.
 pub fn scalar(raw: &str) -> toml::Value {
     if let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>() {
-        if t.len() == 1 {
-            match t.remove("v") {
-                Some(
-                    v @ (toml::Value::Integer(_)
+        if let (1, Some(v)) = (t.len(), t.remove("v")) {
+            if matches!(
+                v,
+                toml::Value::Integer(_)
                     | toml::Value::Float(_)
                     | toml::Value::Boolean(_)
-                    | toml::Value::String(_)),
-                ) => return v,
-                _ => {}
+                    | toml::Value::String(_)
+            ) {
+                return v;
             }
         }
     }
@@ -275,7 +275,10 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(applied.len(), 2);
-        assert_eq!(t["apps"]["shop-cert"]["apns"]["connections"].as_integer(), Some(8));
+        assert_eq!(
+            t["apps"]["shop-cert"]["apns"]["connections"].as_integer(),
+            Some(8)
+        );
         assert_eq!(t["log"]["level"].as_str(), Some("debug"));
         assert!(!t.contains_key("config"));
     }
@@ -299,8 +302,12 @@ mod tests {
         );
         assert_eq!(t["apps"]["new"]["fcm"]["project_id"].as_str(), Some("p"));
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("`log.level` is not a table")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("`log.level` is not a table")));
         assert!(problems.iter().any(|p| p.contains("empty key segment")));
-        assert!(problems.iter().any(|p| p.contains("`apps.shop` is a table")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("`apps.shop` is a table")));
     }
 }

@@ -22,7 +22,8 @@ pub struct ConfigError {
 /// Loads and validates the config at `path`, with the process environment's
 /// `PUSHGATE_*` overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     load_with_env(path, env)
 }
 
@@ -145,7 +146,8 @@ fn deserialize(mut table: toml::Table, ctx: &mut Ctx) -> FileConfig {
         ctx.problem(&key, text);
         ctx.removed.push(key);
     }
-    ctx.problems.push("too many problems; fix the ones above first".to_owned());
+    ctx.problems
+        .push("too many problems; fix the ones above first".to_owned());
     FileConfig::default()
 }
 
@@ -212,7 +214,9 @@ fn build_log(raw: LogSection, ctx: &mut Ctx) -> LogConfig {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
         ctx.problem(
             "log.level",
-            format!("{level:?} is not a log filter ({e}); use e.g. \"info\" or \"pushgate=debug,info\""),
+            format!(
+                "{level:?} is not a log filter ({e}); use e.g. \"info\" or \"pushgate=debug,info\""
+            ),
         );
     }
     LogConfig { format, level }

@@ -40,8 +40,16 @@ fn dev_config_loads_every_app() {
     assert_eq!(apns.connection.extra_ca.len(), 1);
     assert_eq!(apns.connection.connections, 4);
     match &apns.auth {
-        ApnsAuth::Token { key_id, team_id, refresh, .. } => {
-            assert_eq!((key_id.as_str(), team_id.as_str()), ("DEVKEY0001", "DEVTEAM001"));
+        ApnsAuth::Token {
+            key_id,
+            team_id,
+            refresh,
+            ..
+        } => {
+            assert_eq!(
+                (key_id.as_str(), team_id.as_str()),
+                ("DEVKEY0001", "DEVTEAM001")
+            );
             assert_eq!(refresh.as_secs(), 2700);
         }
         ApnsAuth::Certificate => panic!("shop uses token auth"),
@@ -59,7 +67,10 @@ fn dev_config_loads_every_app() {
 #[test]
 fn defaults_apply() {
     let cfg = load_str(TOKEN_APP, &config_dir(), no_env()).unwrap();
-    assert_eq!((cfg.log.format.as_str(), cfg.log.level.as_str()), ("auto", "info"));
+    assert_eq!(
+        (cfg.log.format.as_str(), cfg.log.level.as_str()),
+        ("auto", "info")
+    );
     let apns = cfg.apps["shop"].apns.as_ref().unwrap();
     assert_eq!(apns.connection.endpoint.host, "api.sandbox.push.apple.com");
     assert_eq!(apns.connection.request_timeout.as_millis(), 10_000);
@@ -74,15 +85,35 @@ fn env_overrides_win_and_are_named_in_problems() {
     ];
     let env_iter = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     let cfg = load_str(TOKEN_APP, &config_dir(), env_iter).unwrap();
-    assert_eq!(cfg.apps["shop"].apns.as_ref().unwrap().connection.connections, 8);
+    assert_eq!(
+        cfg.apps["shop"]
+            .apns
+            .as_ref()
+            .unwrap()
+            .connection
+            .connections,
+        8
+    );
     assert_eq!(cfg.log.level, "debug");
 
     let p = problems(TOKEN_APP, &[("PUSHGATE_APPS__SHOP__APNS__CONECTIONS", "8")]);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("apps.shop.apns.conections: unknown key"), "{p:?}");
-    assert!(p[0].contains("PUSHGATE_APPS__SHOP__APNS__CONECTIONS"), "{p:?}");
-    let p = problems(TOKEN_APP, &[("PUSHGATE_APPS__SHOP__APNS__CONNECTIONS", "many")]);
-    assert!(p[0].contains("apps.shop.apns.connections: invalid type"), "{p:?}");
+    assert!(
+        p[0].starts_with("apps.shop.apns.conections: unknown key"),
+        "{p:?}"
+    );
+    assert!(
+        p[0].contains("PUSHGATE_APPS__SHOP__APNS__CONECTIONS"),
+        "{p:?}"
+    );
+    let p = problems(
+        TOKEN_APP,
+        &[("PUSHGATE_APPS__SHOP__APNS__CONNECTIONS", "many")],
+    );
+    assert!(
+        p[0].contains("apps.shop.apns.connections: invalid type"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -132,23 +163,51 @@ fn a_mistyped_key_is_not_also_reported_missing() {
     let text = TOKEN_APP.replace("topic = \"com.example.shop\"", "topic = 3");
     let p = problems(&text, &[]);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("apps.shop.apns.topic: invalid type: integer `3`"), "{p:?}");
+    assert!(
+        p[0].starts_with("apps.shop.apns.topic: invalid type: integer `3`"),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn structure_rules() {
     let p = problems("[log]\nlevel = \"info\"", &[]);
-    assert!(p[0].starts_with("apps: missing; configure at least one app"), "{p:?}");
-    let p = problems(&format!("{TOKEN_APP}cert_file = \"dev/apns-client.pem\"\n"), &[]);
+    assert!(
+        p[0].starts_with("apps: missing; configure at least one app"),
+        "{p:?}"
+    );
+    let p = problems(
+        &format!("{TOKEN_APP}cert_file = \"dev/apns-client.pem\"\n"),
+        &[],
+    );
     assert!(p[0].contains("keep one"), "{p:?}");
     let p = problems("[apps.shop.apns]\ntopic = \"t\"", &[]);
     assert!(p[0].contains("no credentials"), "{p:?}");
-    let p = problems("[apps.shop.apns]\ntopic = \"t\"\nkey_id = \"DEVKEY0001\"", &[]);
-    assert!(p.iter().any(|p| p.starts_with("apps.shop.apns.team_id: missing")), "{p:?}");
-    assert!(p.iter().any(|p| p.starts_with("apps.shop.apns.key_file: missing")), "{p:?}");
+    let p = problems(
+        "[apps.shop.apns]\ntopic = \"t\"\nkey_id = \"DEVKEY0001\"",
+        &[],
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("apps.shop.apns.team_id: missing")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("apps.shop.apns.key_file: missing")),
+        "{p:?}"
+    );
     let p = problems("[apps.shop.fcm]\nconnections = 0", &[]);
-    assert!(p.iter().any(|p| p.starts_with("apps.shop.fcm.service_account_file: missing")), "{p:?}");
-    assert!(p.iter().any(|p| p.starts_with("apps.shop.fcm.connections: 0 is out of range")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("apps.shop.fcm.service_account_file: missing")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("apps.shop.fcm.connections: 0 is out of range")),
+        "{p:?}"
+    );
     let p = problems(
         "[apps.shop.apns]\ntopic = \"t\"\ncert_file = \"dev/apns-client.pem\"\ncert_key_file = \"dev/sim.key\"",
         &[],
@@ -163,8 +222,16 @@ fn wrong_key_files_are_refused_clearly() {
     assert!(p[0].contains("ca.pem: no PKCS#8 private key"), "{p:?}");
     let text = "[apps.shop.fcm]\nservice_account_file = \"dev/apns-dev.p8\"\nca_file = \"dev/apns-dev.p8\"";
     let p = problems(text, &[]);
-    assert!(p.iter().any(|p| p.contains("not a service-account JSON key file")), "{p:?}");
-    assert!(p.iter().any(|p| p.starts_with("apps.shop.fcm.ca_file: ") && p.contains("no certificate")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("not a service-account JSON key file")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("apps.shop.fcm.ca_file: ") && p.contains("no certificate")),
+        "{p:?}"
+    );
     let secret = std::fs::read_to_string(config_dir().join("dev/apns-dev.p8")).unwrap();
     let body = secret.lines().nth(1).unwrap();
     assert!(p.iter().all(|p| !p.contains(body)));
@@ -176,14 +243,28 @@ fn relative_paths_resolve_against_the_config_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let key = config_dir().join("dev/apns-dev.p8");
     std::fs::copy(&key, dir.join("k.p8")).unwrap();
-    std::fs::write(dir.join("c.toml"), TOKEN_APP.replace("dev/apns-dev.p8", "k.p8")).unwrap();
+    std::fs::write(
+        dir.join("c.toml"),
+        TOKEN_APP.replace("dev/apns-dev.p8", "k.p8"),
+    )
+    .unwrap();
     let ok = load_with_env(&dir.join("c.toml"), no_env());
-    std::fs::write(dir.join("c.toml"), TOKEN_APP.replace("dev/apns-dev.p8", "gone.p8")).unwrap();
+    std::fs::write(
+        dir.join("c.toml"),
+        TOKEN_APP.replace("dev/apns-dev.p8", "gone.p8"),
+    )
+    .unwrap();
     let err = load_with_env(&dir.join("c.toml"), no_env()).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(ok.is_ok(), "{ok:?}");
-    assert!(err.problems[0].contains(&dir.join("gone.p8").display().to_string()), "{err}");
-    assert!(err.problems[0].starts_with(&dir.join("c.toml").display().to_string()), "{err}");
+    assert!(
+        err.problems[0].contains(&dir.join("gone.p8").display().to_string()),
+        "{err}"
+    );
+    assert!(
+        err.problems[0].starts_with(&dir.join("c.toml").display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,7 +291,10 @@ fn every_shipped_config_validates() {
         let env = if path.ends_with("pushgate.example.toml") {
             vec![
                 swap("PUSHGATE_APPS__SHOP__APNS__KEY_FILE", "apns-dev.p8"),
-                swap("PUSHGATE_APPS__SHOP__FCM__SERVICE_ACCOUNT_FILE", "fcm-service-account.json"),
+                swap(
+                    "PUSHGATE_APPS__SHOP__FCM__SERVICE_ACCOUNT_FILE",
+                    "fcm-service-account.json",
+                ),
             ]
         } else {
             no_env()

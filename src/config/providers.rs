@@ -26,7 +26,12 @@ const KEEPALIVE_TIMEOUT_SECS: (u64, RangeInclusive<u64>) = (10, 1..=300);
 /// not less than every 60).
 const TOKEN_REFRESH_SECS: (u64, RangeInclusive<u64>) = (2_700, 2_400..=3_000);
 
-fn ranged(ctx: &mut Ctx, path: &str, v: Option<u64>, (default, range): (u64, RangeInclusive<u64>)) -> u64 {
+fn ranged(
+    ctx: &mut Ctx,
+    path: &str,
+    v: Option<u64>,
+    (default, range): (u64, RangeInclusive<u64>),
+) -> u64 {
     match v {
         None => default,
         Some(v) if range.contains(&v) => v,
@@ -53,7 +58,10 @@ fn read_file(ctx: &mut Ctx, key: &str, path: &Path) -> Option<(PathBuf, Vec<u8>)
             let hint = if path.is_absolute() {
                 String::new()
             } else {
-                format!(" (relative paths are resolved against {})", ctx.base.display())
+                format!(
+                    " (relative paths are resolved against {})",
+                    ctx.base.display()
+                )
             };
             ctx.problem(key, format!("{e}{hint}"));
             None
@@ -81,8 +89,18 @@ pub(super) fn build_connection(
         }
     };
     let connections = ranged(ctx, &key("connections"), raw.connections, CONNECTIONS);
-    let connect = ranged(ctx, &key("connect_timeout_ms"), raw.connect_timeout_ms, CONNECT_TIMEOUT_MS);
-    let request = ranged(ctx, &key("request_timeout_ms"), raw.request_timeout_ms, REQUEST_TIMEOUT_MS);
+    let connect = ranged(
+        ctx,
+        &key("connect_timeout_ms"),
+        raw.connect_timeout_ms,
+        CONNECT_TIMEOUT_MS,
+    );
+    let request = ranged(
+        ctx,
+        &key("request_timeout_ms"),
+        raw.request_timeout_ms,
+        REQUEST_TIMEOUT_MS,
+    );
     let ka_interval = ranged(
         ctx,
         &key("keepalive_interval_secs"),
@@ -132,11 +150,17 @@ pub(super) fn build_apns(prefix: &str, raw: ApnsSection, ctx: &mut Ctx) -> Optio
             Some(t.to_owned())
         }
         Some(_) => {
-            ctx.problem(&key("topic"), "must be the app's bundle id, e.g. \"com.example.shop\"");
+            ctx.problem(
+                &key("topic"),
+                "must be the app's bundle id, e.g. \"com.example.shop\"",
+            );
             None
         }
         None => {
-            ctx.missing(&key("topic"), "set it to the app's bundle id, e.g. \"com.example.shop\"");
+            ctx.missing(
+                &key("topic"),
+                "set it to the app's bundle id, e.g. \"com.example.shop\"",
+            );
             None
         }
     };
@@ -156,8 +180,11 @@ pub(super) fn build_apns(prefix: &str, raw: ApnsSection, ctx: &mut Ctx) -> Optio
     })
 }
 
-fn apns_auth(prefix: &str, raw: &ApnsSection, ctx: &mut Ctx) -> Option<(ApnsAuth, Option<ClientCert>)> {
-    let key = |k: &str| format!("{prefix}.{k}");
+fn apns_auth(
+    prefix: &str,
+    raw: &ApnsSection,
+    ctx: &mut Ctx,
+) -> Option<(ApnsAuth, Option<ClientCert>)> {
     let token = raw.key_file.is_some() || raw.key_id.is_some() || raw.team_id.is_some();
     let cert = raw.cert_file.is_some() || raw.cert_key_file.is_some();
     match (token, cert) {
@@ -175,67 +202,94 @@ fn apns_auth(prefix: &str, raw: &ApnsSection, ctx: &mut Ctx) -> Option<(ApnsAuth
             );
             None
         }
-        (true, false) => {
-            let team_id = apple_id(ctx, &key("team_id"), raw.team_id.as_deref(), "Team ID");
-            let key_id = apple_id(ctx, &key("key_id"), raw.key_id.as_deref(), "Key ID");
-            let refresh = ranged(ctx, &key("token_refresh_secs"), raw.token_refresh_secs, TOKEN_REFRESH_SECS);
-            let p8 = match &raw.key_file {
-                Some(path) => {
-                    let k = key("key_file");
-                    read_file(ctx, &k, path).and_then(|(full, b)| checked(ctx, &k, &full, secrets::apns_p8(&b)))
-                }
-                None => {
-                    ctx.missing(&key("key_file"), "set it to the .p8 key file downloaded from Apple");
-                    None
-                }
-            };
-            let auth = ApnsAuth::Token {
-                team_id: team_id?,
-                key_id: key_id?,
-                key: Secret::new(p8?),
-                refresh: Duration::from_secs(refresh),
-            };
-            Some((auth, None))
-        }
+        (true, false) => token_auth(prefix, raw, ctx).map(|auth| (auth, None)),
         (false, true) => {
-            let chain = match &raw.cert_file {
-                Some(path) => {
-                    let k = key("cert_file");
-                    read_file(ctx, &k, path).and_then(|(full, b)| checked(ctx, &k, &full, secrets::cert_chain(&b)))
-                }
-                None => {
-                    ctx.missing(&key("cert_file"), "set it to the PEM client certificate");
-                    None
-                }
-            };
-            let pkey = match &raw.cert_key_file {
-                Some(path) => {
-                    let k = key("cert_key_file");
-                    read_file(ctx, &k, path).and_then(|(full, b)| checked(ctx, &k, &full, secrets::private_key(&b)))
-                }
-                None => {
-                    ctx.missing(&key("cert_key_file"), "set it to the PEM private key of cert_file");
-                    None
-                }
-            };
-            let (chain, pkey) = (chain?, pkey?);
-            if let Err(e) = secrets::client_identity(&chain, &pkey) {
-                ctx.problem(&key("cert_key_file"), e);
-                return None;
-            }
-            let cert = ClientCert {
-                chain,
-                key: Secret::new(pkey),
-            };
-            Some((ApnsAuth::Certificate, Some(cert)))
+            cert_auth(prefix, raw, ctx).map(|cert| (ApnsAuth::Certificate, Some(cert)))
         }
     }
+}
+
+/// Reads and parses the file named by key `prefix.name`, or records why not.
+fn key_file<T>(
+    ctx: &mut Ctx,
+    prefix: &str,
+    name: &str,
+    path: Option<&PathBuf>,
+    if_missing: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Option<T> {
+    let k = format!("{prefix}.{name}");
+    let Some(path) = path else {
+        ctx.missing(&k, if_missing);
+        return None;
+    };
+    let (full, bytes) = read_file(ctx, &k, path)?;
+    checked(ctx, &k, &full, parse(&bytes))
+}
+
+fn token_auth(prefix: &str, raw: &ApnsSection, ctx: &mut Ctx) -> Option<ApnsAuth> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let team_id = apple_id(ctx, &key("team_id"), raw.team_id.as_deref(), "Team ID");
+    let key_id = apple_id(ctx, &key("key_id"), raw.key_id.as_deref(), "Key ID");
+    let refresh = ranged(
+        ctx,
+        &key("token_refresh_secs"),
+        raw.token_refresh_secs,
+        TOKEN_REFRESH_SECS,
+    );
+    let p8 = key_file(
+        ctx,
+        prefix,
+        "key_file",
+        raw.key_file.as_ref(),
+        "set it to the .p8 key file downloaded from Apple",
+        secrets::apns_p8,
+    );
+    Some(ApnsAuth::Token {
+        team_id: team_id?,
+        key_id: key_id?,
+        key: Secret::new(p8?),
+        refresh: Duration::from_secs(refresh),
+    })
+}
+
+fn cert_auth(prefix: &str, raw: &ApnsSection, ctx: &mut Ctx) -> Option<ClientCert> {
+    let chain = key_file(
+        ctx,
+        prefix,
+        "cert_file",
+        raw.cert_file.as_ref(),
+        "set it to the PEM client certificate",
+        secrets::cert_chain,
+    );
+    let pkey = key_file(
+        ctx,
+        prefix,
+        "cert_key_file",
+        raw.cert_key_file.as_ref(),
+        "set it to the PEM private key of cert_file",
+        secrets::private_key,
+    );
+    let (chain, pkey) = (chain?, pkey?);
+    if let Err(e) = secrets::client_identity(&chain, &pkey) {
+        ctx.problem(&format!("{prefix}.cert_key_file"), e);
+        return None;
+    }
+    Some(ClientCert {
+        chain,
+        key: Secret::new(pkey),
+    })
 }
 
 /// Apple Team and Key IDs: 10 characters, A-Z and 0-9.
 fn apple_id(ctx: &mut Ctx, path: &str, v: Option<&str>, what: &str) -> Option<String> {
     match v {
-        Some(id) if id.len() == 10 && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) => {
+        Some(id)
+            if id.len() == 10
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+        {
             Some(id.to_owned())
         }
         Some(id) => {
@@ -257,13 +311,15 @@ pub(super) fn build_fcm(prefix: &str, raw: FcmSection, ctx: &mut Ctx) -> Option<
     let account = match &raw.service_account_file {
         Some(path) => {
             let k = key("service_account_file");
-            read_file(ctx, &k, path).and_then(|(full, bytes)| match secrets::service_account(&bytes) {
-                Ok(sa) => Some(sa),
-                Err(problems) => {
-                    for p in problems {
-                        ctx.problem(&k, format!("{}: {p}", full.display()));
+            read_file(ctx, &k, path).and_then(|(full, bytes)| {
+                match secrets::service_account(&bytes) {
+                    Ok(sa) => Some(sa),
+                    Err(problems) => {
+                        for p in problems {
+                            ctx.problem(&k, format!("{}: {p}", full.display()));
+                        }
+                        None
                     }
-                    None
                 }
             })
         }
@@ -278,7 +334,10 @@ pub(super) fn build_fcm(prefix: &str, raw: FcmSection, ctx: &mut Ctx) -> Option<
     let project_id = match raw.project_id.as_deref() {
         Some(p) if valid_project_id(p) => Some(p.to_owned()),
         Some(p) => {
-            ctx.problem(&key("project_id"), format!("{p:?} is not a Firebase project id (lower-case letters, digits and '-')"));
+            ctx.problem(
+                &key("project_id"),
+                format!("{p:?} is not a Firebase project id (lower-case letters, digits and '-')"),
+            );
             None
         }
         None => None,
@@ -302,7 +361,9 @@ pub(super) fn build_fcm(prefix: &str, raw: FcmSection, ctx: &mut Ctx) -> Option<
 fn valid_project_id(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 64
-        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b':' || b == b'.')
+        && p.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b':' || b == b'.'
+        })
 }
 
 /// Checks an `https://host[:port]/path` URL: its origin must be a valid [`Endpoint`].

@@ -25,7 +25,9 @@ fn pem_problem(e: &pem::Error, what: &str) -> String {
             format!("a PEM block has no END line (truncated {what}?)")
         }
         pem::Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".to_owned(),
-        pem::Error::Base64Decode(_) => "a PEM block holds invalid base64 (corrupt file?)".to_owned(),
+        pem::Error::Base64Decode(_) => {
+            "a PEM block holds invalid base64 (corrupt file?)".to_owned()
+        }
         pem::Error::SectionTooLarge => "a PEM block is too large".to_owned(),
         _ => format!("cannot read the {what} as PEM"),
     }
@@ -47,7 +49,9 @@ pub fn apns_p8(pem_bytes: &[u8]) -> Result<Vec<u8>, String> {
         &rng,
     )
     .map_err(|e| {
-        format!("not a usable EC P-256 (ES256) private key ({e}); APNs token auth needs the .p8 key")
+        format!(
+            "not a usable EC P-256 (ES256) private key ({e}); APNs token auth needs the .p8 key"
+        )
     })?;
     Ok(der.secret_pkcs8_der().to_vec())
 }
@@ -195,7 +199,9 @@ mod tests {
     use super::*;
 
     fn dev(name: &str) -> Vec<u8> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev").join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/dev")
+            .join(name);
         read(&path).unwrap()
     }
 
@@ -220,7 +226,8 @@ mod tests {
         let err = apns_p8(&dev("ca.pem")).unwrap_err();
         assert!(err.contains("no PKCS#8"), "{err}");
         // An RSA key is PKCS#8 but not P-256.
-        let sa: serde_json::Value = serde_json::from_slice(&dev("fcm-service-account.json")).unwrap();
+        let sa: serde_json::Value =
+            serde_json::from_slice(&dev("fcm-service-account.json")).unwrap();
         let rsa = sa["private_key"].as_str().unwrap();
         let err = apns_p8(rsa.as_bytes()).unwrap_err();
         assert!(err.contains("EC P-256"), "{err}");

@@ -117,7 +117,10 @@ fn recipients(value: &Value) -> Result<(), JobError> {
             return typed::<Recipient>(&path, item);
         };
         if !map.contains_key("platform") {
-            return Err(JobError::new(format!("{path}.platform"), "missing (required)"));
+            return Err(JobError::new(
+                format!("{path}.platform"),
+                "missing (required)",
+            ));
         }
         for (key, v) in map {
             let p = format!("{path}.{key}");

@@ -99,7 +99,9 @@ fn parse(s: &str) -> Result<Placeholder<'_>, String> {
     match name.bytes().next() {
         None => return Err("expected a variable name after `{{`".to_owned()),
         Some(b) if !(b.is_ascii_alphabetic() || b == b'_') => {
-            return Err(format!("variable name {name:?} must start with a letter or `_`"))
+            return Err(format!(
+                "variable name {name:?} must start with a letter or `_`"
+            ))
         }
         Some(_) => {}
     }

@@ -43,11 +43,17 @@ impl Job {
     /// Checks the job-level rules; the first broken one is returned.
     pub fn validate(&self) -> Result<(), JobError> {
         if !crate::config::load::valid_app_name(&self.app) {
-            return Err(JobError::new("app", "must be 1-64 characters of A-Z a-z 0-9 - _"));
+            return Err(JobError::new(
+                "app",
+                "must be 1-64 characters of A-Z a-z 0-9 - _",
+            ));
         }
         if let Some(id) = &self.id {
             if id.is_empty() || id.chars().count() > MAX_ID_CHARS || has_control(id) {
-                return Err(JobError::new("id", "must be 1-64 characters, no control characters"));
+                return Err(JobError::new(
+                    "id",
+                    "must be 1-64 characters, no control characters",
+                ));
             }
         }
         if let Some(c) = &self.campaign {
@@ -61,7 +67,10 @@ impl Job {
         if !(1..=MAX_RECIPIENTS).contains(&self.recipients.len()) {
             return Err(JobError::new(
                 "recipients",
-                format!("must hold 1 to {MAX_RECIPIENTS} recipients, not {}", self.recipients.len()),
+                format!(
+                    "must hold 1 to {MAX_RECIPIENTS} recipients, not {}",
+                    self.recipients.len()
+                ),
             ));
         }
         self.validate_content()?;
@@ -70,9 +79,14 @@ impl Job {
 
     fn validate_content(&self) -> Result<(), JobError> {
         let n = &self.notification;
-        for (name, tpl) in [("title", &n.title), ("body", &n.body), ("subtitle", &n.subtitle)] {
+        for (name, tpl) in [
+            ("title", &n.title),
+            ("body", &n.body),
+            ("subtitle", &n.subtitle),
+        ] {
             if let Some(tpl) = tpl {
-                template::check(tpl).map_err(|e| JobError::new(format!("notification.{name}"), e))?;
+                template::check(tpl)
+                    .map_err(|e| JobError::new(format!("notification.{name}"), e))?;
             }
         }
         if let Some(key) = self.data.keys().find(|k| reserved_data_key(k)) {
@@ -85,7 +99,9 @@ impl Job {
             for (name, value) in &apns.headers {
                 let name_ok = name.strip_prefix("apns-").is_some_and(|rest| {
                     !rest.is_empty()
-                        && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && rest
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 });
                 if !name_ok {
                     return Err(JobError::new(
@@ -106,7 +122,10 @@ impl Job {
 
     fn validate_delivery(&self) -> Result<(), JobError> {
         if let Some(key) = &self.collapse_key {
-            if key.is_empty() || key.len() > MAX_COLLAPSE_KEY || !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            if key.is_empty()
+                || key.len() > MAX_COLLAPSE_KEY
+                || !key.bytes().all(|b| (0x20..=0x7e).contains(&b))
+            {
                 return Err(JobError::new(
                     "collapse_key",
                     "must be 1-64 printable ASCII characters (APNs apns-collapse-id)",
@@ -115,7 +134,10 @@ impl Job {
         }
         if let Some(at) = &self.expires_at {
             if self.ttl.is_some() {
-                return Err(JobError::new("expires_at", "give either ttl or expires_at, not both"));
+                return Err(JobError::new(
+                    "expires_at",
+                    "give either ttl or expires_at, not both",
+                ));
             }
             parse_rfc3339(at).map_err(|e| JobError::new("expires_at", e))?;
         }
@@ -134,9 +156,13 @@ impl Job {
     /// An error is that recipient's result: code and a message naming the field.
     pub fn check_recipient(&self, i: usize) -> Result<(), (Code, String)> {
         let Some(r) = self.recipients.get(i) else {
-            return Err((Code::InvalidJob, format!("recipients[{i}]: no such recipient")));
+            return Err((
+                Code::InvalidJob,
+                format!("recipients[{i}]: no such recipient"),
+            ));
         };
-        check_recipient(r).map_err(|(code, field, msg)| (code, format!("recipients[{i}].{field}: {msg}")))
+        check_recipient(r)
+            .map_err(|(code, field, msg)| (code, format!("recipients[{i}].{field}: {msg}")))
     }
 
     /// When this job expires, counted from when it was first `received`:
@@ -145,7 +171,9 @@ impl Job {
         if let Some(ttl) = self.ttl {
             return received.checked_add(Duration::from_secs(ttl));
         }
-        self.expires_at.as_deref().and_then(|s| parse_rfc3339(s).ok())
+        self.expires_at
+            .as_deref()
+            .and_then(|s| parse_rfc3339(s).ok())
     }
 
     /// A fresh job id: 16 random hex digits.
@@ -169,7 +197,9 @@ type RecipientError = (Code, &'static str, String);
 
 fn check_recipient(r: &Recipient) -> Result<(), RecipientError> {
     let (needs, stray) = match r.platform {
-        Platform::Apns | Platform::Fcm => ("token", r.subscription.is_some().then_some("subscription")),
+        Platform::Apns | Platform::Fcm => {
+            ("token", r.subscription.is_some().then_some("subscription"))
+        }
         Platform::Webpush => ("subscription", r.token.is_some().then_some("token")),
     };
     if let Some(field) = stray {
@@ -179,7 +209,13 @@ fn check_recipient(r: &Recipient) -> Result<(), RecipientError> {
             format!("not allowed for {} recipients", r.platform),
         ));
     }
-    let missing = || (Code::BadDeviceToken, needs, format!("missing; {} recipients need one", r.platform));
+    let missing = || {
+        (
+            Code::BadDeviceToken,
+            needs,
+            format!("missing; {} recipients need one", r.platform),
+        )
+    };
     match r.platform {
         Platform::Apns => apns_token(r.token.as_ref().ok_or_else(missing)?.as_str()),
         Platform::Fcm => fcm_token(r.token.as_ref().ok_or_else(missing)?.as_str()),
@@ -192,7 +228,10 @@ fn bad(field: &'static str, msg: impl Into<String>) -> RecipientError {
 }
 
 fn apns_token(t: &str) -> Result<(), RecipientError> {
-    if !APNS_TOKEN_HEX.contains(&t.len()) || t.len() % 2 != 0 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !APNS_TOKEN_HEX.contains(&t.len())
+        || t.len() % 2 != 0
+        || !t.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(bad(
             "token",
             format!(
@@ -208,10 +247,19 @@ fn apns_token(t: &str) -> Result<(), RecipientError> {
 
 fn fcm_token(t: &str) -> Result<(), RecipientError> {
     if t.is_empty() || t.len() > MAX_FCM_TOKEN {
-        return Err(bad("token", format!("an FCM token is 1 to {MAX_FCM_TOKEN} characters")));
+        return Err(bad(
+            "token",
+            format!("an FCM token is 1 to {MAX_FCM_TOKEN} characters"),
+        ));
     }
-    if !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-')) {
-        return Err(bad("token", "not an FCM registration token (allowed: A-Z a-z 0-9 _ : -)"));
+    if !t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
+    {
+        return Err(bad(
+            "token",
+            "not an FCM registration token (allowed: A-Z a-z 0-9 _ : -)",
+        ));
     }
     Ok(())
 }
@@ -228,16 +276,24 @@ fn subscription(s: &WebPushSubscription) -> Result<(), RecipientError> {
     {
         return Err(bad(
             FIELD,
-            format!("endpoint must be an https:// URL of at most {MAX_WEBPUSH_ENDPOINT} characters"),
+            format!(
+                "endpoint must be an https:// URL of at most {MAX_WEBPUSH_ENDPOINT} characters"
+            ),
         ));
     }
     let key = |value: &str, len: usize, name: &str| match B64URL.decode(value) {
         Ok(bytes) if bytes.len() == len => Ok(bytes),
-        _ => Err(bad(FIELD, format!("keys.{name} must be {len} bytes in base64url"))),
+        _ => Err(bad(
+            FIELD,
+            format!("keys.{name} must be {len} bytes in base64url"),
+        )),
     };
     let p256dh = key(&s.keys.p256dh, 65, "p256dh")?;
     if p256dh.first() != Some(&4) {
-        return Err(bad(FIELD, "keys.p256dh must be an uncompressed P-256 point (0x04 first)"));
+        return Err(bad(
+            FIELD,
+            "keys.p256dh must be an uncompressed P-256 point (0x04 first)",
+        ));
     }
     key(&s.keys.auth, 16, "auth")?;
     Ok(())
@@ -262,12 +318,15 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
                 _ => return Err(bad()),
             };
             let digits = |x: &[u8]| -> Option<i64> {
-                x.iter()
-                    .try_fold(0i64, |acc, d| d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0')))
+                x.iter().try_fold(0i64, |acc, d| {
+                    d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+                })
             };
             let (h, m) = (digits(&o[1..3]), digits(&o[4..6]));
             match (h, m, o[3]) {
-                (Some(h), Some(m), b':') if h <= 23 && m <= 59 => (base, sign * (h * 3600 + m * 60)),
+                (Some(h), Some(m), b':') if h <= 23 && m <= 59 => {
+                    (base, sign * (h * 3600 + m * 60))
+                }
                 _ => return Err(bad()),
             }
         }
@@ -283,7 +342,11 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     let utc = format!("{}T{}Z", &base[..10], &base[11..]);
     let t = humantime::parse_rfc3339(&utc).map_err(|e| format!("{} ({e})", bad()))?;
     let shift = Duration::from_secs(offset_secs.unsigned_abs());
-    let t = if offset_secs >= 0 { t.checked_sub(shift) } else { t.checked_add(shift) };
+    let t = if offset_secs >= 0 {
+        t.checked_sub(shift)
+    } else {
+        t.checked_add(shift)
+    };
     t.ok_or_else(bad)
 }
 
