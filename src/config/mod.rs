@@ -8,7 +8,7 @@
 
 pub mod file;
 pub mod load;
-mod providers;
+pub mod providers;
 pub mod secrets;
 
 use std::collections::BTreeMap;
