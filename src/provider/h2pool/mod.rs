@@ -1,0 +1,478 @@
+//! Pooled, long-lived HTTP/2 client connections to one endpoint.
+//!
+//! [`H2Pool`] keeps `connections` TLS HTTP/2 connections (hyper's
+//! `client::conn::http2`, rustls, ALPN h2) open to one endpoint. They are
+//! opened eagerly by [`H2Pool::new`], one supervisor task per slot, and
+//! replaced when they die (exponential backoff with jitter after failed
+//! connects). Each connection carries at most the peer's current
+//! SETTINGS_MAX_CONCURRENT_STREAMS requests, and only one until its first
+//! response (APNs raises the limit after the first valid request). A request
+//! goes to the least-loaded connection with a free stream; when all are full
+//! it waits (bounded by the request deadline) instead of queueing inside h2.
+//!
+//! GOAWAY and retries: a connection that received GOAWAY, failed or was
+//! retired is drained: no new requests, in-flight ones finish, then it is
+//! closed and its slot reconnects. Requests the server provably did not
+//! process (stream above the GOAWAY's last-stream-id, REFUSED_STREAM, never
+//! written because the connection was closing) are retried transparently on
+//! another connection, up to [`MAX_ATTEMPTS`] in total. Requests that may
+//! have been processed are returned as [`PoolError`]s for the caller to
+//! classify.
+
+mod conn;
+mod error;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::TlsConnector;
+
+use self::conn::Conn;
+pub use self::error::PoolError;
+use crate::config::{ConnectionConfig, Endpoint};
+
+/// Attempts per request when the server did not process it (GOAWAY, REFUSED_STREAM).
+pub const MAX_ATTEMPTS: u32 = 4;
+/// Largest response body read (provider answers are small JSON documents).
+pub const MAX_RESPONSE_BODY: usize = 1 << 20;
+
+/// Identifies one connection of a pool (unique per pool, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn-{}", self.0)
+    }
+}
+
+/// A complete response: head, collected body, and the connection that served it.
+#[derive(Debug, Clone)]
+pub struct PooledResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Pass to [`H2Pool::retire`] when the answer says this connection must go
+    /// (APNs `ExpiredProviderToken`, `UnrelatedKeyIdInToken`).
+    pub conn_id: ConnId,
+}
+
+/// A snapshot of the pool for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Slots performing TCP/TLS/HTTP2 handshakes.
+    pub connecting: usize,
+    /// Connections accepting new requests.
+    pub open: usize,
+    /// Connections finishing their in-flight requests before closing.
+    pub draining: usize,
+    /// Slots waiting to reconnect after a failed connect.
+    pub backoff: usize,
+    /// Streams in use across all connections (open and draining).
+    pub in_flight: usize,
+    /// The highest current per-connection stream limit among open connections.
+    pub max_streams: usize,
+    /// Sum of the stream limits of open connections.
+    pub stream_capacity: usize,
+    /// Connections opened since start.
+    pub connects_total: u64,
+    /// Connect attempts that failed since start.
+    pub connect_failures_total: u64,
+    /// Requests transparently re-sent because the server had not processed them.
+    pub retries_total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum SlotState {
+    Connecting = 0,
+    Open = 1,
+    Backoff = 2,
+    Closed = 3,
+}
+
+/// State shared by the pool handle, the slot supervisors and drain tasks.
+struct Shared {
+    label: &'static str,
+    endpoint: Endpoint,
+    /// `None` when the endpoint's authority is not a valid URI authority.
+    authority: Option<Authority>,
+    server_name: Result<ServerName<'static>, String>,
+    tls: TlsConnector,
+    builder: http2::Builder<TokioExecutor>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    /// The open connection of each slot.
+    conns: RwLock<Vec<Option<Arc<Conn>>>>,
+    states: Vec<AtomicU8>,
+    last_error: Mutex<String>,
+    /// Signalled when a stream is released, a connection opens or a limit grows.
+    stream_freed: Notify,
+    draining: AtomicUsize,
+    in_flight: AtomicUsize,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    retries: AtomicU64,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A pool of HTTP/2 connections to one endpoint. Share it behind an `Arc`;
+/// dropping it (or [`H2Pool::shutdown`]) closes every connection.
+pub struct H2Pool {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl H2Pool {
+    /// Starts `cfg.connections` (at least one) connection supervisors, which
+    /// connect right away. Must be called inside a Tokio runtime.
+    pub fn new(label: &'static str, cfg: &ConnectionConfig, tls: Arc<ClientConfig>) -> H2Pool {
+        let slots = cfg.connections.max(1);
+        let shared = Arc::new(Shared {
+            label,
+            endpoint: cfg.endpoint.clone(),
+            authority: Authority::try_from(cfg.endpoint.authority.as_str()).ok(),
+            server_name: ServerName::try_from(cfg.endpoint.host.clone())
+                .map_err(|e| format!("endpoint host {:?}: {e}", cfg.endpoint.host)),
+            tls: TlsConnector::from(tls),
+            builder: h2_builder(cfg),
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+            conns: RwLock::new(vec![None; slots]),
+            states: (0..slots)
+                .map(|_| AtomicU8::new(SlotState::Connecting as u8))
+                .collect(),
+            last_error: Mutex::new(String::from("still connecting")),
+            stream_freed: Notify::new(),
+            draining: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            connects: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            shutdown: watch::Sender::new(false),
+        });
+        let tasks = (0..slots)
+            .map(|slot| tokio::spawn(conn::supervise(Arc::clone(&shared), slot)))
+            .collect();
+        H2Pool {
+            shared,
+            tasks: Mutex::new(tasks),
+        }
+    }
+
+    /// Sends one request and collects its response within `request_timeout`.
+    ///
+    /// The request URI is a path (and query); the pool sets scheme `https`
+    /// and the endpoint's authority. Requests the server did not process are
+    /// re-sent on another connection (at most [`MAX_ATTEMPTS`] in all).
+    pub async fn send(&self, req: Request<Bytes>) -> Result<PooledResponse, PoolError> {
+        let shared = &*self.shared;
+        let deadline = Instant::now() + shared.request_timeout;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = shared.absolute_uri(parts.uri)?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let stream = shared.acquire(deadline).await?;
+            let req = Request::from_parts(parts.clone(), Full::new(body.clone()));
+            match stream.exchange(req, deadline).await {
+                Some(result) => return result,
+                None if attempts >= MAX_ATTEMPTS => {
+                    return Err(PoolError::Refused {
+                        label: shared.label,
+                        attempts,
+                    })
+                }
+                None => {
+                    shared.retries.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Drains connection `conn_id`: no new requests, in-flight ones finish,
+    /// then it closes and its slot reconnects. Returns false when that
+    /// connection is already gone or draining.
+    pub fn retire(&self, conn_id: ConnId) -> bool {
+        let conns = self.shared.conns.read().unwrap_or_else(PoisonError::into_inner);
+        match conns.iter().flatten().find(|c| c.id == conn_id) {
+            Some(c) if !c.is_draining() => {
+                tracing::debug!(pool = self.shared.label, conn = conn_id.0, "retiring connection");
+                c.drain();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let shared = &*self.shared;
+        let mut stats = PoolStats {
+            draining: shared.draining.load(Relaxed),
+            in_flight: shared.in_flight.load(Relaxed),
+            connects_total: shared.connects.load(Relaxed),
+            connect_failures_total: shared.connect_failures.load(Relaxed),
+            retries_total: shared.retries.load(Relaxed),
+            ..PoolStats::default()
+        };
+        for state in &shared.states {
+            match state.load(Relaxed) {
+                s if s == SlotState::Connecting as u8 => stats.connecting += 1,
+                s if s == SlotState::Backoff as u8 => stats.backoff += 1,
+                _ => {}
+            }
+        }
+        let conns = shared.conns.read().unwrap_or_else(PoisonError::into_inner);
+        for c in conns.iter().flatten().filter(|c| !c.is_draining()) {
+            stats.open += 1;
+            stats.max_streams = stats.max_streams.max(c.limit());
+            stats.stream_capacity = stats.stream_capacity.saturating_add(c.limit());
+        }
+        stats
+    }
+
+    /// Stops new requests, lets in-flight ones finish (each is bounded by
+    /// the request timeout), closes every connection and ends the supervisors.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        self.shared.stream_freed.notify_waiters();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(pool = self.shared.label, error = %e, "connection supervisor failed");
+            }
+        }
+    }
+}
+
+impl Drop for H2Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+        self.shared.stream_freed.notify_waiters();
+    }
+}
+
+impl fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2Pool")
+            .field("label", &self.shared.label)
+            .field("endpoint", &self.shared.endpoint.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+fn h2_builder(cfg: &ConnectionConfig) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        // Never burst on a fresh connection: the peer's SETTINGS decide.
+        .initial_max_send_streams(1);
+    if !cfg.keepalive_interval.is_zero() {
+        builder
+            .keep_alive_interval(cfg.keepalive_interval)
+            .keep_alive_timeout(cfg.keepalive_timeout)
+            .keep_alive_while_idle(true);
+    }
+    builder
+}
+
+impl Shared {
+    fn absolute_uri(&self, uri: Uri) -> Result<Uri, PoolError> {
+        let invalid = |reason| PoolError::InvalidRequest {
+            label: self.label,
+            reason,
+        };
+        let authority = self
+            .authority
+            .clone()
+            .ok_or_else(|| invalid("endpoint authority is not a valid URI authority"))?;
+        let mut parts = uri.into_parts();
+        if parts.path_and_query.is_none() {
+            return Err(invalid("request URI has no path"));
+        }
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(authority);
+        Uri::from_parts(parts).map_err(|_| invalid("request URI cannot be made absolute"))
+    }
+
+    /// Reserves a stream on the least-loaded usable connection, waiting
+    /// (until `deadline`) while all are full or connecting.
+    async fn acquire(&self, deadline: Instant) -> Result<Stream<'_>, PoolError> {
+        loop {
+            let notified = self.stream_freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if *self.shutdown.borrow() {
+                return Err(PoolError::Shutdown { label: self.label });
+            }
+            if let Some(conn) = self.try_reserve() {
+                self.in_flight.fetch_add(1, Relaxed);
+                return Ok(Stream { shared: self, conn });
+            }
+            if self.all_failing() {
+                return Err(self.unavailable());
+            }
+            if timeout_at(deadline, notified).await.is_err() {
+                return Err(if self.has_open() {
+                    PoolError::Timeout {
+                        label: self.label,
+                        after: self.request_timeout,
+                        sent: false,
+                    }
+                } else {
+                    self.unavailable()
+                });
+            }
+        }
+    }
+
+    fn try_reserve(&self) -> Option<Arc<Conn>> {
+        let conns = self.conns.read().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let best = conns
+                .iter()
+                .flatten()
+                .filter(|c| c.usable() && c.in_flight() < c.limit())
+                .min_by_key(|c| c.in_flight())?;
+            if best.try_reserve() {
+                return Some(Arc::clone(best));
+            }
+        }
+    }
+
+    /// Every slot's last connect attempt failed: fail fast instead of waiting.
+    fn all_failing(&self) -> bool {
+        self.states
+            .iter()
+            .all(|s| s.load(Relaxed) == SlotState::Backoff as u8)
+    }
+
+    fn has_open(&self) -> bool {
+        let conns = self.conns.read().unwrap_or_else(PoisonError::into_inner);
+        conns.iter().flatten().any(|c| c.usable())
+    }
+
+    fn unavailable(&self) -> PoolError {
+        let reason = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        PoolError::Unavailable {
+            label: self.label,
+            reason,
+        }
+    }
+
+    fn set_state(&self, slot: usize, state: SlotState) {
+        if let Some(s) = self.states.get(slot) {
+            s.store(state as u8, Relaxed);
+        }
+    }
+
+    fn install(&self, slot: usize, conn: Arc<Conn>) {
+        let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = conns.get_mut(slot) {
+            *entry = Some(conn);
+        }
+        drop(conns);
+        self.set_state(slot, SlotState::Open);
+        self.connects.fetch_add(1, Relaxed);
+        self.stream_freed.notify_waiters();
+    }
+
+    fn uninstall(&self, slot: usize) {
+        let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = conns.get_mut(slot) {
+            *entry = None;
+        }
+    }
+
+    /// Records a failed connect; always true ("this attempt failed").
+    fn connect_failed(&self, error: String) -> bool {
+        tracing::warn!(pool = self.label, endpoint = %self.endpoint, %error, "connect failed");
+        self.connect_failures.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = error;
+        true
+    }
+
+    fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_id.fetch_add(1, Relaxed))
+    }
+}
+
+/// A reserved stream on one connection; releasing it on drop wakes a waiter.
+struct Stream<'a> {
+    shared: &'a Shared,
+    conn: Arc<Conn>,
+}
+
+impl Stream<'_> {
+    /// One attempt. `None`: the server did not process it, try again.
+    async fn exchange(
+        self,
+        req: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Option<Result<PooledResponse, PoolError>> {
+        let label = self.shared.label;
+        let timeout = PoolError::Timeout {
+            label,
+            after: self.shared.request_timeout,
+            sent: true,
+        };
+        let response = match timeout_at(deadline, self.conn.sender().send_request(req)).await {
+            Err(_) => return Some(Err(timeout)),
+            Ok(Ok(response)) => response,
+            Ok(Err(source)) => {
+                let failure = error::classify(&source);
+                if failure.connection_level {
+                    self.conn.drain();
+                }
+                if failure.unprocessed {
+                    return None;
+                }
+                return Some(Err(PoolError::Transport { label, source }));
+            }
+        };
+        self.conn.on_response();
+        let (head, body) = response.into_parts();
+        let body = match timeout_at(deadline, Limited::new(body, MAX_RESPONSE_BODY).collect()).await
+        {
+            Err(_) => return Some(Err(timeout)),
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                return Some(Err(PoolError::Body { label, reason }));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        Some(Ok(PooledResponse {
+            status: head.status,
+            headers: head.headers,
+            body,
+            conn_id: self.conn.id,
+        }))
+    }
+}
+
+impl Drop for Stream<'_> {
+    fn drop(&mut self) {
+        self.conn.release();
+        self.shared.in_flight.fetch_sub(1, Relaxed);
+        self.shared.stream_freed.notify_one();
+    }
+}
