@@ -307,7 +307,30 @@ async fn silent_http2_server_gives_a_timeout_not_a_hang() {
         "{err}"
     );
     assert!(err.retryable() && err.maybe_processed());
+    // The connection itself is healthy (PINGs answered): it stays.
+    assert_eq!(pool.stats().connects_total, 1);
     assert_eq!(pool.stats().in_flight, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_keepalive_ping_replaces_the_connection() {
+    let server = TestServer::start(Behaviour {
+        mode: Mode::Frozen,
+        ..Behaviour::default()
+    })
+    .await;
+    let mut cfg = conn_cfg(server.addr, 1);
+    cfg.keepalive_interval = Duration::from_millis(100);
+    cfg.keepalive_timeout = Duration::from_millis(100);
+    let pool = pool(&cfg);
+    // Idle connection, no request: only the PING can notice the peer is gone.
+    for _ in 0..100 {
+        if pool.stats().connects_total >= 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("frozen connection never replaced: {:?}", pool.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

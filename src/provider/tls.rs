@@ -118,9 +118,6 @@ mod tests {
             chain: vec![CertificateDer::from_pem_file(dev("sim.pem")).unwrap()],
             key: Secret::new(PrivateKeyDer::from_pem_file(dev("ca.key")).unwrap()),
         });
-        assert!(matches!(
-            client_config(&cfg),
-            Err(TlsError::ClientCert(_))
-        ));
+        assert!(matches!(client_config(&cfg), Err(TlsError::ClientCert(_))));
     }
 }

@@ -34,6 +34,8 @@ pub enum Mode {
     SilentTcp,
     /// TLS and HTTP/2 handshakes, accept streams, never answer them.
     SilentHttp,
+    /// TLS and HTTP/2 handshakes, then never read again (no PING answered).
+    Frozen,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +211,10 @@ async fn serve_conn(
     else {
         return;
     };
+    if behaviour.mode == Mode::Frozen {
+        let _hold = h2;
+        return std::future::pending::<()>().await;
+    }
     let mut handlers = JoinSet::new();
     let mut silent = Vec::new();
     let mut accepted = 0;

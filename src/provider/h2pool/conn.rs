@@ -25,6 +25,9 @@ type Connection = http2::Connection<TokioIo<TlsStream<TcpStream>>, Full<Bytes>, 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest wait between two connect attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that lived this long (or served a response) was healthy: its
+/// end does not count as a failure (e.g. a provider's idle-timeout GOAWAY).
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 /// The request-side view of one live HTTP/2 connection.
 pub(super) struct Conn {
@@ -127,19 +130,20 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
         };
         let failed = match attempt {
             Ok(Ok((sender, connection))) => {
+                let opened = tokio::time::Instant::now();
                 let conn = Arc::new(Conn::new(shared.next_conn_id(), sender));
                 tracing::debug!(pool = shared.label, conn = conn.id.0, "connection open");
                 shared.install(slot, Arc::clone(&conn));
                 let connection = serve(&shared, &conn, connection, &mut shutdown).await;
                 shared.uninstall(slot);
-                let served = conn.got_response.load(Relaxed);
+                let healthy = conn.got_response.load(Relaxed) || opened.elapsed() >= HEALTHY_AFTER;
                 let drain = drain(Arc::clone(&shared), conn, connection);
                 if *shutdown.borrow() {
                     drain.await;
                 } else {
                     tokio::spawn(drain);
                 }
-                !served
+                !healthy
             }
             Ok(Err(e)) => shared.connect_failed(e),
             Err(_) => shared.connect_failed(format!(
@@ -147,7 +151,11 @@ pub(super) async fn supervise(shared: Arc<Shared>, slot: usize) {
                 shared.connect_timeout
             )),
         };
-        failures = if failed { failures.saturating_add(1) } else { 0 };
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
         if failed && !*shutdown.borrow() {
             shared.set_state(slot, SlotState::Backoff);
             tokio::select! {
@@ -182,7 +190,10 @@ async fn connect(shared: &Shared) -> Result<(Sender, Connection), String> {
         .await
         .map_err(|e| format!("TLS handshake with {}: {e}", endpoint.authority))?;
     if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
-        return Err(format!("{} did not negotiate HTTP/2 (ALPN h2)", endpoint.authority));
+        return Err(format!(
+            "{} did not negotiate HTTP/2 (ALPN h2)",
+            endpoint.authority
+        ));
     }
     shared
         .builder

@@ -24,8 +24,14 @@ pub enum PoolError {
     },
     /// The server did not process the request (GOAWAY beyond its last stream,
     /// REFUSED_STREAM, connection closed before sending) on every attempt.
-    #[error("{label}: request not accepted by the server after {attempts} attempts")]
-    Refused { label: &'static str, attempts: u32 },
+    /// `last` carries the final failure (a GOAWAY's debug data is in its text).
+    #[error("{label}: request not processed by the server after {attempts} attempts: {last}")]
+    Refused {
+        label: &'static str,
+        attempts: u32,
+        #[source]
+        last: hyper::Error,
+    },
     /// The connection or stream failed while the request was in flight: the
     /// server may have processed it.
     #[error("{label}: transport failure mid-request: {source}")]

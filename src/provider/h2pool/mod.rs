@@ -191,14 +191,15 @@ impl H2Pool {
             let stream = shared.acquire(deadline).await?;
             let req = Request::from_parts(parts.clone(), Full::new(body.clone()));
             match stream.exchange(req, deadline).await {
-                Some(result) => return result,
-                None if attempts >= MAX_ATTEMPTS => {
+                Ok(result) => return result,
+                Err(last) if attempts >= MAX_ATTEMPTS => {
                     return Err(PoolError::Refused {
                         label: shared.label,
                         attempts,
+                        last,
                     })
                 }
-                None => {
+                Err(_) => {
                     shared.retries.fetch_add(1, Relaxed);
                 }
             }
@@ -209,10 +210,18 @@ impl H2Pool {
     /// then it closes and its slot reconnects. Returns false when that
     /// connection is already gone or draining.
     pub fn retire(&self, conn_id: ConnId) -> bool {
-        let conns = self.shared.conns.read().unwrap_or_else(PoisonError::into_inner);
+        let conns = self
+            .shared
+            .conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         match conns.iter().flatten().find(|c| c.id == conn_id) {
             Some(c) if !c.is_draining() => {
-                tracing::debug!(pool = self.shared.label, conn = conn_id.0, "retiring connection");
+                tracing::debug!(
+                    pool = self.shared.label,
+                    conn = conn_id.0,
+                    "retiring connection"
+                );
                 c.drain();
                 true
             }
@@ -302,8 +311,15 @@ impl Shared {
             .clone()
             .ok_or_else(|| invalid("endpoint authority is not a valid URI authority"))?;
         let mut parts = uri.into_parts();
-        if parts.path_and_query.is_none() {
-            return Err(invalid("request URI has no path"));
+        if parts.scheme.is_some() || parts.authority.is_some() {
+            return Err(invalid("request URI must be a path, not an absolute URI"));
+        }
+        if !parts
+            .path_and_query
+            .as_ref()
+            .is_some_and(|pq| pq.path().starts_with('/'))
+        {
+            return Err(invalid("request URI must start with '/'"));
         }
         parts.scheme = Some(Scheme::HTTPS);
         parts.authority = Some(authority);
@@ -314,15 +330,19 @@ impl Shared {
     /// (until `deadline`) while all are full or connecting.
     async fn acquire(&self, deadline: Instant) -> Result<Stream<'_>, PoolError> {
         loop {
-            let notified = self.stream_freed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             if *self.shutdown.borrow() {
                 return Err(PoolError::Shutdown { label: self.label });
             }
-            if let Some(conn) = self.try_reserve() {
-                self.in_flight.fetch_add(1, Relaxed);
-                return Ok(Stream { shared: self, conn });
+            if let Some(stream) = self.try_stream() {
+                return Ok(stream);
+            }
+            // Slow path: register as a waiter, then look again so that a
+            // release between the two checks is not missed.
+            let notified = self.stream_freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(stream) = self.try_stream() {
+                return Ok(stream);
             }
             if self.all_failing() {
                 return Err(self.unavailable());
@@ -339,6 +359,12 @@ impl Shared {
                 });
             }
         }
+    }
+
+    fn try_stream(&self) -> Option<Stream<'_>> {
+        let conn = self.try_reserve()?;
+        self.in_flight.fetch_add(1, Relaxed);
+        Some(Stream { shared: self, conn })
     }
 
     fn try_reserve(&self) -> Option<Arc<Conn>> {
@@ -407,7 +433,10 @@ impl Shared {
     fn connect_failed(&self, error: String) -> bool {
         tracing::warn!(pool = self.label, endpoint = %self.endpoint, %error, "connect failed");
         self.connect_failures.fetch_add(1, Relaxed);
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = error;
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
         true
     }
 
@@ -423,12 +452,12 @@ struct Stream<'a> {
 }
 
 impl Stream<'_> {
-    /// One attempt. `None`: the server did not process it, try again.
+    /// One attempt. `Err`: the server did not process it, try again.
     async fn exchange(
         self,
         req: Request<Full<Bytes>>,
         deadline: Instant,
-    ) -> Option<Result<PooledResponse, PoolError>> {
+    ) -> Result<Result<PooledResponse, PoolError>, hyper::Error> {
         let label = self.shared.label;
         let timeout = PoolError::Timeout {
             label,
@@ -436,7 +465,7 @@ impl Stream<'_> {
             sent: true,
         };
         let response = match timeout_at(deadline, self.conn.sender().send_request(req)).await {
-            Err(_) => return Some(Err(timeout)),
+            Err(_) => return Ok(Err(timeout)),
             Ok(Ok(response)) => response,
             Ok(Err(source)) => {
                 let failure = error::classify(&source);
@@ -444,23 +473,23 @@ impl Stream<'_> {
                     self.conn.drain();
                 }
                 if failure.unprocessed {
-                    return None;
+                    return Err(source);
                 }
-                return Some(Err(PoolError::Transport { label, source }));
+                return Ok(Err(PoolError::Transport { label, source }));
             }
         };
         self.conn.on_response();
         let (head, body) = response.into_parts();
         let body = match timeout_at(deadline, Limited::new(body, MAX_RESPONSE_BODY).collect()).await
         {
-            Err(_) => return Some(Err(timeout)),
+            Err(_) => return Ok(Err(timeout)),
             Ok(Err(e)) => {
                 let reason = e.to_string();
-                return Some(Err(PoolError::Body { label, reason }));
+                return Ok(Err(PoolError::Body { label, reason }));
             }
             Ok(Ok(collected)) => collected.to_bytes(),
         };
-        Some(Ok(PooledResponse {
+        Ok(Ok(PooledResponse {
             status: head.status,
             headers: head.headers,
             body,
