@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::client::TlsStream;
 
-use super::{ConnId, Shared, SlotState};
+use super::shared::{Shared, SlotState};
+use super::ConnId;
 use crate::provider::tls::ALPN_H2;
 
 pub(super) type Sender = http2::SendRequest<Full<Bytes>>;
@@ -282,4 +283,27 @@ async fn drain(shared: Arc<Shared>, conn: Arc<Conn>, connection: Option<Connecti
     shared.draining.fetch_sub(1, Relaxed);
     shared.stream_freed.notify_waiters();
     tracing::debug!(pool = shared.label, conn = conn.id.0, "connection drained");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for _ in 0..100 {
+            let first = backoff(1);
+            assert!(
+                first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
+                "{first:?}"
+            );
+            let third = backoff(3);
+            assert!(
+                third >= BACKOFF_BASE * 2 && third <= BACKOFF_BASE * 4,
+                "{third:?}"
+            );
+            let late = backoff(u32::MAX);
+            assert!(late >= BACKOFF_MAX / 2 && late <= BACKOFF_MAX, "{late:?}");
+        }
+    }
 }
