@@ -2,7 +2,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -69,7 +69,7 @@ impl Conn {
     }
 
     pub(super) fn in_flight(&self) -> usize {
-        self.in_flight.load(Relaxed)
+        self.in_flight.load(SeqCst)
     }
 
     /// Whether new requests may be placed here.
@@ -87,8 +87,11 @@ impl Conn {
 
     /// Releases a stream reserved by [`Conn::try_reserve`].
     pub(super) fn release(&self) {
-        let before = self.in_flight.fetch_sub(1, Relaxed);
-        if before == 1 && self.draining.load(Relaxed) {
+        // SeqCst pairs with `drain`'s store of `draining` then load of
+        // `in_flight`: one of the two sides sees the other, so the drain
+        // task never misses its last release.
+        let before = self.in_flight.fetch_sub(1, SeqCst);
+        if before == 1 && self.draining.load(SeqCst) {
             self.events.notify_one();
         }
     }
@@ -107,7 +110,7 @@ impl Conn {
 
     /// Stops new requests here and asks the driver to replace the connection.
     pub(super) fn drain(&self) {
-        if !self.draining.swap(true, Relaxed) {
+        if !self.draining.swap(true, SeqCst) {
             self.events.notify_one();
         }
     }
@@ -219,7 +222,7 @@ async fn serve(
                 } else {
                     tracing::debug!(pool = shared.label, conn = conn.id.0, "connection closed by peer");
                 }
-                conn.draining.store(true, Relaxed);
+                conn.draining.store(true, SeqCst);
                 return None;
             }
             _ = conn.events.notified() => {
@@ -231,7 +234,7 @@ async fn serve(
                 }
             }
             _ = shutdown.changed() => {
-                conn.draining.store(true, Relaxed);
+                conn.draining.store(true, SeqCst);
                 return Some(connection);
             }
         }
