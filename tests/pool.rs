@@ -387,3 +387,12 @@ async fn request_uri_must_be_a_path() {
     let ok = Request::get("/path?query=1").body(Bytes::new()).unwrap();
     assert_eq!(pool.send(ok).await.unwrap().status, 200);
 }
+
+/// Providers hold the pool in `Arc`s across tasks: the pool and its send future must be Send.
+#[allow(dead_code)]
+fn pool_and_send_future_are_send_and_sync(pool: &H2Pool) {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    send_sync(pool);
+    send(pool.send(request(0)));
+}
