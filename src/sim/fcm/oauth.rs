@@ -105,8 +105,7 @@ impl Issuer {
             return Err(refuse("invalid_grant", "Invalid grant: account not found"));
         }
         let aud = jwt.claim_str("aud").unwrap_or_default();
-        let own = authority.map(|a| format!("https://{a}/token"));
-        if aud != GOOGLE_TOKEN_URL && Some(aud) != own.as_deref() {
+        if aud != GOOGLE_TOKEN_URL && !is_own_token_url(aud, authority) {
             return Err(refuse(
                 "invalid_grant",
                 "Invalid JWT: Failed audience check.",
@@ -136,6 +135,24 @@ impl Issuer {
             .lock()
             .map(|i| i.get(token).is_some_and(|exp| *exp > now))
             .unwrap_or(false)
+    }
+}
+
+/// `https://<host>[:port]/token` with the host this request was sent to.
+fn is_own_token_url(aud: &str, authority: Option<&str>) -> bool {
+    let Some(authority) = authority else {
+        return false;
+    };
+    aud.strip_prefix("https://")
+        .and_then(|rest| rest.strip_suffix("/token"))
+        .is_some_and(|host_port| host_of(host_port).eq_ignore_ascii_case(host_of(authority)))
+}
+
+/// The host of `host[:port]` or `[v6]:port`.
+fn host_of(authority: &str) -> &str {
+    match authority.find(']') {
+        Some(end) if authority.starts_with('[') => &authority[..=end],
+        _ => authority.split(':').next().unwrap_or(authority),
     }
 }
 
@@ -178,6 +195,30 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audience_is_this_host() {
+        assert!(is_own_token_url(
+            "https://127.0.0.1:4443/token",
+            Some("127.0.0.1:4443")
+        ));
+        assert!(is_own_token_url(
+            "https://localhost:99/token",
+            Some("localhost")
+        ));
+        assert!(is_own_token_url(
+            "https://[::1]:4443/token",
+            Some("[::1]:4443")
+        ));
+        assert!(!is_own_token_url(
+            "https://evil.example/token",
+            Some("localhost")
+        ));
+        assert!(!is_own_token_url(
+            "https://localhost/other",
+            Some("localhost")
+        ));
+    }
 
     #[test]
     fn form_decoding() {
