@@ -1,4 +1,5 @@
 //! The APNs simulator driven over real TLS + HTTP/2 with a raw h2 client and JWTs signed in the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "sim/common.rs"]
 mod common;
@@ -273,7 +274,8 @@ async fn header_and_payload_checks() {
     let voip = vec![b'x'; 5000];
     let long_collapse = "c".repeat(65);
     let collapse = [("apns-collapse-id", long_collapse.as_str())];
-    let cases: Vec<(&[(&str, &str)], &[u8], u16, &str)> = vec![
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [u8], u16, &'a str);
+    let cases: Vec<Case> = vec![
         (&[], b"", 400, "PayloadEmpty"),
         (&[], &big, 413, "PayloadTooLarge"),
         (&[("apns-priority", "3")], PAYLOAD, 400, "BadPriority"),

@@ -1,4 +1,5 @@
 //! The FCM simulator (OAuth token endpoint + messages:send) driven over real TLS + HTTP/2.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "sim/common.rs"]
 mod common;

@@ -238,8 +238,10 @@ async fn serve_conn<H: Handler>(tcp: TcpStream, setup: ServerSetup, handler: Arc
     drive_conn(conn, rx, ctl, ctx, setup, handler).await;
 }
 
+type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
 enum Event {
-    Accepted(Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>),
+    Accepted(Box<Accepted>),
     Cmd(ConnCmd),
     Retry,
 }
@@ -266,7 +268,7 @@ async fn drive_conn<H: Handler>(
                     return Poll::Ready(Event::Retry);
                 }
             }
-            conn.poll_accept(cx).map(Event::Accepted)
+            conn.poll_accept(cx).map(|a| Event::Accepted(Box::new(a)))
         })
         .await;
         match event {
@@ -285,14 +287,14 @@ async fn drive_conn<H: Handler>(
                 handler.stats().count_goaway();
                 conn.graceful_shutdown();
             }
-            Event::Accepted(Some(Ok((req, respond)))) => {
-                start_stream(req, respond, &ctx, &setup, &handler);
-            }
-            Event::Accepted(Some(Err(e))) => {
-                tracing::debug!("simulator connection ended: {e}");
-                break;
-            }
-            Event::Accepted(None) => break,
+            Event::Accepted(accepted) => match *accepted {
+                Some(Ok((req, respond))) => start_stream(req, respond, &ctx, &setup, &handler),
+                Some(Err(e)) => {
+                    tracing::debug!("simulator connection ended: {e}");
+                    break;
+                }
+                None => break,
+            },
         }
     }
 }

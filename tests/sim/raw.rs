@@ -33,7 +33,7 @@ pub fn setting(payload: &[u8], id: u16) -> Option<u32> {
         .chunks_exact(6)
         .filter(|e| u16::from_be_bytes([e[0], e[1]]) == id)
         .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
-        .last()
+        .next_back()
 }
 
 /// HPACK integer with an N-bit prefix.
