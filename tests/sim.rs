@@ -12,7 +12,7 @@ use common::*;
 use http::Method;
 use pushgate::provider::apns::reason::ApnsReason;
 use pushgate::sim::apns::{
-    self, forced_token, scripted_token, ApnsEnvironment, ApnsSimOptions, TrustedKey,
+    self, forced_token, scripted_token, ApnsEnvironment, ApnsSimOptions, ClientCerts, TrustedKey,
 };
 
 const PAYLOAD: &[u8] = br#"{"aps":{"alert":"hi"}}"#;
@@ -507,6 +507,43 @@ async fn per_device_rate_and_accept_all_mode() {
             .await
             .status,
         403
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_auth_needs_no_jwt_and_binds_the_certificate_topic() {
+    let opts = ApnsSimOptions {
+        client_certs: ClientCerts::Optional,
+        ..Default::default()
+    };
+    let sim = apns::start(local(), opts).await.unwrap();
+    let mut send = h2_connect_with(sim.addr, true).await;
+    assert_eq!(
+        wait_max_streams(&send, 1000).await,
+        1000,
+        "cert connections start high"
+    );
+    let tok = scripted_token("ab");
+    assert_eq!(push(&mut send, None, &tok, &[], PAYLOAD).await.status, 200);
+    let path = format!("/3/device/{tok}");
+    let a = request(
+        &mut send,
+        Method::POST,
+        &path,
+        &[("apns-topic", "com.other.app")],
+        PAYLOAD,
+    )
+    .await;
+    assert_eq!((a.status, a.reason().as_str()), (400, "TopicDisallowed"));
+    let a = request(&mut send, Method::POST, &path, &[], PAYLOAD).await;
+    assert_eq!(a.status, 200, "the certificate UID is the default topic");
+
+    // Without a certificate the same listener wants a provider token.
+    let a = first_answer(sim.addr, None).await;
+    assert_eq!(
+        (a.status, a.reason().as_str()),
+        (403, "MissingProviderToken")
     );
     sim.shutdown().await;
 }

@@ -38,16 +38,36 @@ pub fn now() -> i64 {
 
 /// A TLS connection to a simulator, trusting the dev CA, ALPN h2.
 pub async fn tls_connect(addr: SocketAddr) -> TlsStream<TcpStream> {
+    tls_connect_with(addr, false).await
+}
+
+/// The test APNs client certificate (UID com.example.shop, signed by the dev CA).
+fn client_identity() -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let pem = include_str!("apns-client.pem");
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(dev_file("apns-client.key").as_bytes()).unwrap();
+    (certs, key)
+}
+
+/// Like [`tls_connect`], presenting the test client certificate if `client_cert`.
+pub async fn tls_connect_with(addr: SocketAddr, client_cert: bool) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(dev_file("ca.pem").as_bytes()) {
         roots.add(ca.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = if client_cert {
+        let (certs, key) = client_identity();
+        builder.with_client_auth_cert(certs, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
@@ -61,7 +81,12 @@ pub async fn tls_connect(addr: SocketAddr) -> TlsStream<TcpStream> {
 
 /// An h2 client connection (driven by a spawned task).
 pub async fn h2_connect(addr: SocketAddr) -> SendRequest<Bytes> {
-    let tls = tls_connect(addr).await;
+    h2_connect_with(addr, false).await
+}
+
+/// An h2 client connection, with the test client certificate if `client_cert`.
+pub async fn h2_connect_with(addr: SocketAddr, client_cert: bool) -> SendRequest<Bytes> {
+    let tls = tls_connect_with(addr, client_cert).await;
     let (send, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
