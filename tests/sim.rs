@@ -547,3 +547,66 @@ async fn certificate_auth_needs_no_jwt_and_binds_the_certificate_topic() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn goaway_with_many_in_flight_answers_every_accepted_stream() {
+    let opts = ApnsSimOptions {
+        goaway_every: Some(50),
+        latency: apns_latency(),
+        ..Default::default()
+    };
+    let sim = apns::start(local(), opts).await.unwrap();
+    let mut send = h2_connect(sim.addr).await;
+    let jwt = dev_apns_jwt();
+    assert_eq!(
+        push(&mut send, Some(&jwt), &scripted_token("ab"), &[], PAYLOAD)
+            .await
+            .status,
+        200
+    );
+    wait_max_streams(&send, 1000).await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let s = send.clone();
+        let auth = format!("bearer {jwt}");
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::post(format!(
+                "https://localhost/3/device/{}",
+                scripted_token("ab")
+            ))
+            .header("apns-topic", "com.example.shop")
+            .header("authorization", auth)
+            .body(())
+            .unwrap();
+            let mut s = s.ready().await?;
+            let (resp, mut body) = s.send_request(req, false)?;
+            body.send_data(bytes::Bytes::from_static(PAYLOAD), true)?;
+            resp.await.map(|r| r.status().as_u16())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(status) => {
+                assert_eq!(status, 200);
+                ok += 1;
+            }
+            // Streams the server never processed: refused or beyond GOAWAY's last id.
+            Err(e) => assert!(
+                e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM),
+                "{e:?}"
+            ),
+        }
+    }
+    assert!(
+        ok >= 49,
+        "at least the requests up to the GOAWAY are answered, got {ok}"
+    );
+    assert_eq!(
+        sim.stats.responses(200),
+        ok + 1,
+        "every stream the server handled was answered"
+    );
+    assert_eq!(sim.stats.goaways(), 1);
+    sim.shutdown().await;
+}
