@@ -43,7 +43,7 @@ pub async fn tls_connect(addr: SocketAddr) -> TlsStream<TcpStream> {
 
 /// The test APNs client certificate (UID com.example.shop, signed by the dev CA).
 fn client_identity() -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let pem = include_str!("apns-client.pem");
+    let pem = dev_file("apns-client.pem");
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
