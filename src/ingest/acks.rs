@@ -52,11 +52,15 @@ impl AckTracker {
         self.outstanding.is_empty()
     }
 
-    /// Marks every delivery still in flight as `Requeue` (end of drain).
-    pub fn requeue_unfinished(&mut self) {
-        for slot in self.outstanding.values_mut() {
-            slot.get_or_insert(Disposition::Requeue);
+    /// Marks every delivery still in flight as `Requeue` (end of drain);
+    /// returns how many there were.
+    pub fn requeue_unfinished(&mut self) -> usize {
+        let mut n = 0;
+        for slot in self.outstanding.values_mut().filter(|s| s.is_none()) {
+            *slot = Some(Disposition::Requeue);
+            n += 1;
         }
+        n
     }
 
     /// The frames settling the finished prefix: one per run of equal
@@ -123,7 +127,7 @@ mod tests {
         t.finished(10, Ack);
         t.finished(11, Requeue);
         t.finished(13, Ack);
-        t.requeue_unfinished();
+        assert_eq!(t.requeue_unfinished(), 3);
         assert_eq!(
             t.settle(),
             vec![
