@@ -88,6 +88,49 @@ pub struct Harness {
     pub daemon: DaemonConfig,
     tap: Consumer,
     dead: Consumer,
+    _guard: CleanupGuard,
+}
+
+/// Deletes the test's queues and exchanges when the harness is dropped,
+/// even when the test panicked (on its own thread and runtime).
+struct CleanupGuard {
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        let queues = std::mem::take(&mut self.queues);
+        let exchanges = std::mem::take(&mut self.exchanges);
+        let worker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(delete_all(queues, exchanges));
+        });
+        let _ = worker.join();
+    }
+}
+
+async fn delete_all(queues: Vec<String>, exchanges: Vec<String>) {
+    let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await else {
+        return;
+    };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    for q in &queues {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in &exchanges {
+        let _ = ch
+            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "test cleanup".into()).await;
 }
 
 #[derive(Default)]
@@ -154,8 +197,13 @@ impl Harness {
             .expect("RabbitMQ must answer at AMQP_URL (scripts/ensure-rabbitmq.sh)");
         let ch = conn.create_channel().await.unwrap();
         let retry = RetryPolicy::new(&amqp.retry);
-        topology::declare(&ch, &amqp, &retry).await.unwrap();
         let tap_name = format!("{prefix}.tap");
+        let names = topology::names(&amqp, &retry);
+        let guard = CleanupGuard {
+            queues: names.queues.into_iter().chain([tap_name.clone()]).collect(),
+            exchanges: names.exchanges,
+        };
+        topology::declare(&ch, &amqp, &retry).await.unwrap();
         ch.queue_declare(
             tap_name.as_str().into(),
             QueueDeclareOptions::default(),
@@ -202,6 +250,7 @@ impl Harness {
             daemon,
             tap,
             dead,
+            _guard: guard,
         }
     }
 
@@ -335,21 +384,8 @@ impl Harness {
         out
     }
 
-    /// Deletes every queue and exchange of this test.
+    /// Closes the test's connection; the guard deletes the topology.
     pub async fn cleanup(self) {
-        let retry = RetryPolicy::new(&self.amqp.retry);
-        let names = topology::names(&self.amqp, &retry);
-        let ch = self.conn.create_channel().await.unwrap();
-        for q in names.queues.iter().chain([&format!("{}.tap", self.prefix)]) {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for e in &names.exchanges {
-            let _ = ch
-                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
         let _ = self.conn.close(200, "test done".into()).await;
     }
 }
