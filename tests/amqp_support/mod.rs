@@ -390,6 +390,40 @@ impl Harness {
     }
 }
 
+/// Force-closes the broker connections whose `connection_name` is `name`
+/// (`rabbitmqctl close_connection`); returns how many were closed.
+pub async fn force_close(name: &str) -> usize {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        // Plain output: pids print as `<rabbit@host.N.N.N>`, which close_connection takes.
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["list_connections", "pid", "client_properties", "-q"])
+            .output()
+            .expect("rabbitmqctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut closed = 0;
+        for line in text.lines() {
+            if !line.contains(&format!("\"{name}\"")) {
+                continue;
+            }
+            let pid = line.split('\t').next().unwrap_or_default().trim();
+            let ok = std::process::Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "test: forced close"])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("rabbitmqctl")
+                .success();
+            closed += usize::from(ok);
+        }
+        if closed == 0 {
+            eprintln!("no connection named {name} in:\n{text}");
+        }
+        closed
+    })
+    .await
+    .unwrap()
+}
+
 /// A job of `tokens` (apns recipients with ids `r<i>`).
 pub fn job(id: &str, tokens: &[&str]) -> serde_json::Value {
     let recipients: Vec<serde_json::Value> = tokens
