@@ -143,6 +143,9 @@ async fn run_connected<D: Deliver>(
     Ok(())
 }
 
+/// What a job task ends with: its delivery tag and how to settle it.
+type TaskOutput = (u64, Result<Disposition, IngestError>);
+
 /// One consumer channel on one input queue.
 struct Worker<D> {
     ctx: Arc<SessionCtx<D>>,
@@ -151,7 +154,7 @@ struct Worker<D> {
     consumer: Consumer,
     tag: String,
     acks: AckTracker,
-    tasks: JoinSet<(u64, Result<Disposition, IngestError>)>,
+    tasks: JoinSet<TaskOutput>,
     task_tags: HashMap<Id, u64>,
 }
 
@@ -232,7 +235,7 @@ impl<D: Deliver> Worker<D> {
     /// Records a finished job task; a broker error ends the session.
     fn finished(
         &mut self,
-        joined: Result<(Id, (u64, Result<Disposition, IngestError>)), tokio::task::JoinError>,
+        joined: Result<(Id, TaskOutput), tokio::task::JoinError>,
     ) -> Result<(), IngestError> {
         match joined {
             Ok((id, (tag, result))) => {

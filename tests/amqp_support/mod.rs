@@ -64,9 +64,7 @@ impl Deliver for Scripted {
             let mut o = Outcome::local(Code::NotRegistered, "Unregistered");
             o.provider_status = Some(410);
             o
-        } else if token.starts_with("flaky") && attempt == 1 {
-            unavailable()
-        } else if token.starts_with("down") {
+        } else if (token.starts_with("flaky") && attempt == 1) || token.starts_with("down") {
             unavailable()
         } else {
             if token.starts_with("slow") {
