@@ -81,6 +81,12 @@ pub async fn run<D: Deliver>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     status: Arc<Status>,
 ) -> anyhow::Result<()> {
+    config
+        .amqp
+        .url
+        .expose()
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?;
     let amqp = Arc::new(config.amqp);
     let retry = Arc::new(RetryPolicy::new(&amqp.retry));
     let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight);

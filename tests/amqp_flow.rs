@@ -152,3 +152,33 @@ async fn bad_input_is_dead_lettered_and_consumption_continues() {
     );
     h.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_job_does_not_stall_the_prefetch_window() {
+    let mut h = Harness::new(|amqp, daemon| {
+        amqp.inputs[0].prefetch = 4;
+        daemon.drain_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let daemon = h.start(Arc::new(Scripted::default()));
+    h.publish_job(&job("j-hang", &["hang-1"])).await;
+    for j in 0..20 {
+        h.publish_job(&job(&format!("j-{j}"), &[&format!("ok-{j}")]))
+            .await;
+    }
+    let got = h.collect(20, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.finals().len(),
+        20,
+        "jobs behind the hanging one are served"
+    );
+    let status = Arc::clone(&daemon.status);
+    daemon.shutdown().await.unwrap();
+    assert_eq!(
+        status.jobs_acked.load(std::sync::atomic::Ordering::Relaxed),
+        20
+    );
+    let left = h.take_input().await;
+    assert_eq!(left.len(), 1, "the hanging job went back to the queue");
+    h.cleanup().await;
+}

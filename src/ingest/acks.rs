@@ -12,10 +12,12 @@ pub enum Disposition {
     Requeue,
 }
 
-/// One frame to send: settle every unsettled tag `<= tag` on the channel.
+/// One frame to send: settle `tag`, and with `multiple` every unsettled
+/// tag below it on the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settle {
     pub tag: u64,
+    pub multiple: bool,
     pub disposition: Disposition,
 }
 
@@ -64,8 +66,11 @@ impl AckTracker {
     }
 
     /// The frames settling the finished prefix: one per run of equal
-    /// dispositions, each `multiple=true` up to the run's last tag.
-    pub fn settle(&mut self) -> Vec<Settle> {
+    /// dispositions, each `multiple=true` up to the run's last tag. When
+    /// `blocked_limit` or more finished deliveries wait behind one still in
+    /// flight, they are settled one by one, so that a slow job at the head
+    /// never stalls the prefetch window.
+    pub fn settle(&mut self, blocked_limit: usize) -> Vec<Settle> {
         let mut out: Vec<Settle> = Vec::new();
         while let Some(entry) = self.outstanding.first_entry() {
             let Some(disposition) = *entry.get() else {
@@ -75,8 +80,26 @@ impl AckTracker {
             entry.remove();
             match out.last_mut() {
                 Some(last) if last.disposition == disposition => last.tag = tag,
-                _ => out.push(Settle { tag, disposition }),
+                _ => out.push(Settle {
+                    tag,
+                    multiple: true,
+                    disposition,
+                }),
             }
+        }
+        let blocked = self.outstanding.values().filter(|d| d.is_some()).count();
+        if blocked > 0 && blocked >= blocked_limit {
+            self.outstanding.retain(|&tag, d| match d {
+                Some(disposition) => {
+                    out.push(Settle {
+                        tag,
+                        multiple: false,
+                        disposition: *disposition,
+                    });
+                    false
+                }
+                None => true,
+            });
         }
         out
     }
@@ -87,6 +110,22 @@ mod tests {
     use super::*;
     use Disposition::{Ack, Requeue};
 
+    fn multi(tag: u64, disposition: Disposition) -> Settle {
+        Settle {
+            tag,
+            multiple: true,
+            disposition,
+        }
+    }
+
+    fn single(tag: u64, disposition: Disposition) -> Settle {
+        Settle {
+            tag,
+            multiple: false,
+            disposition,
+        }
+    }
+
     #[test]
     fn acks_only_the_contiguous_prefix_in_one_frame() {
         let mut t = AckTracker::new();
@@ -95,26 +134,14 @@ mod tests {
         }
         t.finished(2, Ack);
         t.finished(3, Ack);
-        assert!(t.settle().is_empty(), "1 is still in flight");
+        assert!(t.settle(9).is_empty(), "1 is still in flight");
         t.finished(1, Ack);
-        assert_eq!(
-            t.settle(),
-            vec![Settle {
-                tag: 3,
-                disposition: Ack
-            }]
-        );
+        assert_eq!(t.settle(9), vec![multi(3, Ack)]);
         assert_eq!(t.len(), 2);
         t.finished(5, Ack);
-        assert!(t.settle().is_empty());
+        assert!(t.settle(9).is_empty());
         t.finished(4, Ack);
-        assert_eq!(
-            t.settle(),
-            vec![Settle {
-                tag: 5,
-                disposition: Ack
-            }]
-        );
+        assert_eq!(t.settle(9), vec![multi(5, Ack)]);
         assert!(t.is_empty());
     }
 
@@ -129,33 +156,41 @@ mod tests {
         t.finished(13, Ack);
         assert_eq!(t.requeue_unfinished(), 3);
         assert_eq!(
-            t.settle(),
+            t.settle(9),
             vec![
-                Settle {
-                    tag: 10,
-                    disposition: Ack
-                },
-                Settle {
-                    tag: 12,
-                    disposition: Requeue
-                },
-                Settle {
-                    tag: 13,
-                    disposition: Ack
-                },
-                Settle {
-                    tag: 15,
-                    disposition: Requeue
-                },
+                multi(10, Ack),
+                multi(12, Requeue),
+                multi(13, Ack),
+                multi(15, Requeue),
             ]
         );
         assert!(t.is_empty());
     }
 
     #[test]
+    fn a_slow_head_does_not_stall_the_window() {
+        let mut t = AckTracker::new();
+        for tag in 1..=6 {
+            t.received(tag);
+        }
+        t.finished(2, Ack);
+        t.finished(3, Ack);
+        assert!(t.settle(3).is_empty(), "below the limit: wait for the head");
+        t.finished(5, Requeue);
+        assert_eq!(
+            t.settle(3),
+            vec![single(2, Ack), single(3, Ack), single(5, Requeue)]
+        );
+        t.finished(1, Ack);
+        t.finished(4, Ack);
+        assert_eq!(t.settle(3), vec![multi(4, Ack)]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
     fn unknown_tags_are_ignored() {
         let mut t = AckTracker::new();
         t.finished(7, Ack);
-        assert!(t.settle().is_empty());
+        assert!(t.settle(1).is_empty());
     }
 }

@@ -154,6 +154,8 @@ struct Worker<D> {
     consumer: Consumer,
     tag: String,
     acks: AckTracker,
+    /// Finished jobs waiting behind a slow one before they are acked singly.
+    blocked_limit: usize,
     tasks: JoinSet<TaskOutput>,
     task_tags: HashMap<Id, u64>,
 }
@@ -189,6 +191,7 @@ impl<D: Deliver> Worker<D> {
             consumer,
             tag,
             acks: AckTracker::new(),
+            blocked_limit: usize::from(input.prefetch / 2).max(1),
             tasks: JoinSet::new(),
             task_tags: HashMap::new(),
         })
@@ -266,18 +269,23 @@ impl<D: Deliver> Worker<D> {
 
     /// Sends the acks / nacks of the finished prefix.
     async fn flush(&mut self) -> Result<(), IngestError> {
-        for settle in self.acks.settle() {
+        for settle in self.acks.settle(self.blocked_limit) {
             let st = &self.ctx.status;
             match settle.disposition {
                 Disposition::Ack => {
                     self.channel
-                        .basic_ack(settle.tag, BasicAckOptions { multiple: true })
+                        .basic_ack(
+                            settle.tag,
+                            BasicAckOptions {
+                                multiple: settle.multiple,
+                            },
+                        )
                         .await?;
                     st.ack_frames.fetch_add(1, Ordering::Relaxed);
                 }
                 Disposition::Requeue => {
                     let opts = BasicNackOptions {
-                        multiple: true,
+                        multiple: settle.multiple,
                         requeue: true,
                     };
                     self.channel.basic_nack(settle.tag, opts).await?;
@@ -329,5 +337,25 @@ impl<D: Deliver> Worker<D> {
         }
         self.channel.close(200, "shutdown".into()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_is_split_by_weight() {
+        let q = |name: &str, weight| InputQueue {
+            name: name.into(),
+            prefetch: 4,
+            weight,
+            consumers: 1,
+        };
+        let permits = queue_permits(&[q("tx", 1), q("bulk", 3)], 100);
+        let n: Vec<usize> = permits.iter().map(|s| s.available_permits()).collect();
+        assert_eq!(n, vec![25, 75]);
+        let permits = queue_permits(&[q("tx", 1), q("bulk", 1000)], 10);
+        assert_eq!(permits[0].available_permits(), 1, "never starved to zero");
     }
 }

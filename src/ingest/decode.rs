@@ -30,6 +30,9 @@ pub mod headers {
     pub const ORIGIN: &str = "x-pushgate-origin-queue";
 }
 
+/// Longest app name results are published for (routing keys are <= 255 bytes).
+const MAX_APP_LEN: usize = 200;
+
 /// The pushgate headers of a received message, already read from AMQP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobHeaders {
@@ -81,7 +84,7 @@ pub fn decode(
             reason,
             detail,
             code,
-            app: Some(job.app.clone()),
+            app: Some(job.app.clone()).filter(|a| !a.is_empty() && a.len() <= MAX_APP_LEN),
             campaign: job.campaign.clone(),
             job_id,
             recipients: job.recipients,
@@ -168,7 +171,10 @@ fn unreadable(body: &[u8], h: &JobHeaders, err: &serde_json::Error) -> BadJob {
         reason,
         detail,
         code: Code::InvalidJob,
-        app: field("app").map(str::to_owned),
+        // Results are routed on `<app>.results`: only a plausible name.
+        app: field("app")
+            .filter(|a| !a.is_empty() && a.len() <= MAX_APP_LEN)
+            .map(str::to_owned),
         campaign: field("campaign").map(str::to_owned),
         job_id: job_id(field("id"), h, body),
         recipients,
@@ -250,6 +256,12 @@ mod tests {
         let b = bad(r#"{"app":"nope","recipients":[{"platform":"apns","token":"aa"}]}"#);
         assert_eq!((b.reason, b.code), ("unknown-app", Code::UnknownApp));
         assert_eq!(b.recipients.len(), 1);
+
+        let long = format!(
+            r#"{{"app":"{}","recipients":[{{"platform":"fcm","token":"t"}}]}}"#,
+            "a".repeat(300)
+        );
+        assert_eq!(bad(&long).app, None, "no routing key over 255 bytes");
 
         let b = bad(r#"{"app":"shop","recipients":[]}"#);
         assert_eq!(b.code, Code::InvalidJob);
