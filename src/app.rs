@@ -106,34 +106,40 @@ pub async fn run<D: Deliver>(
         flag.ready.store(false, Ordering::SeqCst);
         let _ = tx.send(true);
     });
-    let mut backoff = amqp.reconnect_min;
-    loop {
-        let sessions_before = status.sessions.load(Ordering::Relaxed);
-        match session(&base, &rx).await {
-            Ok(()) => break,
-            Err(e) => {
-                if *rx.borrow() {
-                    tracing::warn!(error = %e, "broker session ended during shutdown");
-                    break;
-                }
-                if status.sessions.load(Ordering::Relaxed) != sessions_before {
-                    backoff = amqp.reconnect_min;
-                }
-                let wait = jittered(backoff);
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker session lost; reconnecting");
-                let mut stop = rx.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stopped(&mut stop) => break,
-                }
-                backoff = (backoff * 2).min(amqp.reconnect_max);
-            }
-        }
-    }
+    reconnect_loop(&base, &rx).await;
     watcher.abort();
     status.ready.store(false, Ordering::SeqCst);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs sessions until shutdown; a lost session is retried with
+/// exponential backoff (reset once a session reached consuming).
+async fn reconnect_loop<D: Deliver>(base: &Base<D>, rx: &watch::Receiver<bool>) {
+    let (min, max) = (base.amqp.reconnect_min, base.amqp.reconnect_max);
+    let mut backoff = min;
+    loop {
+        let sessions_before = base.status.sessions.load(Ordering::Relaxed);
+        let Err(e) = session(base, rx).await else {
+            return;
+        };
+        if *rx.borrow() {
+            tracing::warn!(error = %e, "broker session ended during shutdown");
+            return;
+        }
+        if base.status.sessions.load(Ordering::Relaxed) != sessions_before {
+            backoff = min;
+        }
+        let wait = jittered(backoff);
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(error = %e, retry_in_ms = wait_ms, "broker session lost; reconnecting");
+        let mut stop = rx.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(max);
+    }
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).

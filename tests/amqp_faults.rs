@@ -139,3 +139,22 @@ async fn shutdown_mid_run_leaves_each_job_acked_with_results_or_requeued() {
     assert_eq!(acked + queued.len(), ids.len());
     h.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_is_retried_and_shutdown_still_exits() {
+    let h = Harness::new(|amqp, _| {
+        amqp.url = pushgate::config::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f".into());
+    })
+    .await;
+    let daemon = h.start(Arc::new(Scripted::default()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!daemon.status.is_ready());
+    assert!(
+        !daemon.handle_finished(),
+        "keeps retrying instead of failing"
+    );
+    let st = Arc::clone(&daemon.status);
+    daemon.shutdown().await.unwrap();
+    assert_eq!(st.sessions.load(Relaxed), 0);
+    h.cleanup().await;
+}

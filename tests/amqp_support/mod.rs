@@ -153,6 +153,10 @@ pub struct Running {
 }
 
 impl Running {
+    pub fn handle_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
     /// Signals shutdown and waits for `run` to return.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
