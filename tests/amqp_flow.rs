@@ -91,7 +91,7 @@ async fn bad_input_is_dead_lettered_and_consumption_continues() {
     h.publish(b"this is not json").await;
     h.publish(br#"{"app":"shop","bogus":true,"recipients":[{"platform":"apns","token":"ok-x1","id":"a"},{"platform":"fcm","token":"ok-x2","id":"b"},{"platform":"carrier-pigeon"}]}"#).await;
     h.publish_job(&serde_json::json!({"id": "j-unknown", "app": "nope",
-        "recipients": [{"platform": "apns", "token": "ok-u1"}, {"platform": "apns", "token": "ok-u2"}]}))
+        "recipients": [{"platform": "fcm", "token": "ok-u1"}, {"platform": "fcm", "token": "ok-u2"}]}))
         .await;
     h.publish_job(&serde_json::json!({"id": "j-empty", "app": "shop", "recipients": []}))
         .await;

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::AppConfig;
 use crate::ingest::retry::RetryPolicy;
-use crate::job::{Job, Platform, Recipient};
+use crate::job::Job;
 use crate::outcome::{Class, Code, Outcome, Status};
 use crate::report::{self, EntryContext, ResultEntry};
 
@@ -79,20 +79,7 @@ enum Step {
 /// Job-level checks before any delivery: a job failing one gets the code
 /// for all its recipients and goes to the dead queue.
 pub fn check_job(job: &Job, apps: &BTreeMap<String, Arc<AppConfig>>) -> Result<(), (Code, String)> {
-    if job.recipients.is_empty() || job.recipients.len() > MAX_RECIPIENTS {
-        let n = job.recipients.len();
-        return Err((
-            Code::InvalidJob,
-            format!("recipients must be 1..={MAX_RECIPIENTS}, got {n}"),
-        ));
-    }
-    if job
-        .id
-        .as_ref()
-        .is_some_and(|id| id.is_empty() || id.len() > 64)
-    {
-        return Err((Code::InvalidJob, "id must be 1..=64 characters".into()));
-    }
+    job.validate().map_err(|e| (e.code(), e.to_string()))?;
     if !apps.contains_key(&job.app) {
         return Err((
             Code::UnknownApp,
@@ -100,17 +87,6 @@ pub fn check_job(job: &Job, apps: &BTreeMap<String, Arc<AppConfig>>) -> Result<(
         ));
     }
     Ok(())
-}
-
-/// Per-recipient check before delivery (the job validation will replace it).
-fn check_recipient(r: &Recipient) -> Option<&'static str> {
-    match r.platform {
-        Platform::Apns | Platform::Fcm if r.token.as_ref().is_none_or(|t| t.0.is_empty()) => {
-            Some("missing device token")
-        }
-        Platform::Webpush if r.subscription.is_none() => Some("missing subscription"),
-        _ => None,
-    }
 }
 
 /// Fans recipients out to `D` and classifies outcomes.
@@ -153,14 +129,11 @@ impl<D: Deliver> Dispatcher<D> {
     }
 
     async fn one(&self, run: &JobRun, i: usize, permits: &Semaphore) -> (usize, Step) {
-        let Some(recipient) = run.job.recipients.get(i) else {
-            return (i, local(Code::InvalidJob, "no such recipient"));
-        };
         if run.expired(SystemTime::now()) {
             return (i, local(Code::Expired, "expired before send"));
         }
-        if let Some(why) = check_recipient(recipient) {
-            return (i, local(Code::BadDeviceToken, why));
+        if let Err((code, why)) = run.job.check_recipient(i) {
+            return (i, local(code, why));
         }
         let outcome = match permits.acquire().await {
             Ok(_permit) => self.deliver.deliver(&run.job, i, run.attempt).await,
@@ -225,7 +198,7 @@ impl<D: Deliver> Dispatcher<D> {
     }
 }
 
-fn local(code: Code, why: &str) -> Step {
+fn local(code: Code, why: impl Into<String>) -> Step {
     Step::Final(Status::Failed, Outcome::local(code, why))
 }
 

@@ -38,7 +38,7 @@ impl Deliver for Scripted {
 fn job(tokens: &[&str]) -> Arc<Job> {
     let recipients: Vec<serde_json::Value> = tokens
         .iter()
-        .map(|t| serde_json::json!({"platform": "apns", "token": t}))
+        .map(|t| serde_json::json!({"platform": "fcm", "token": t}))
         .collect();
     Arc::new(
         serde_json::from_value(serde_json::json!({"app": "shop", "recipients": recipients}))
@@ -170,12 +170,7 @@ fn job_checks() {
         check_job(&job(&refs), &apps).unwrap_err().0,
         Code::InvalidJob
     );
-    let r = Recipient {
-        platform: Platform::Apns,
-        token: Some(DeviceToken(String::new())),
-        subscription: None,
-        id: None,
-        vars: Default::default(),
-    };
-    assert!(check_recipient(&r).is_some());
+    let mut j = (*job(&["t"])).clone();
+    j.recipients[0].token = Some(DeviceToken(String::new()));
+    assert_eq!(j.check_recipient(0).unwrap_err().0, Code::BadDeviceToken);
 }

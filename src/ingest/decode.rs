@@ -70,7 +70,7 @@ pub fn decode(
     apps: &BTreeMap<String, Arc<AppConfig>>,
     now: SystemTime,
 ) -> Decoded {
-    let job: Job = match serde_json::from_slice(body) {
+    let job: Job = match Job::parse(body) {
         Ok(job) => job,
         Err(e) => return Decoded::Bad(unreadable(body, h, &e)),
     };
@@ -147,7 +147,7 @@ fn job_id(given: Option<&str>, h: &JobHeaders, body: &[u8]) -> String {
 }
 
 /// A body that is not a valid job: keep what can be read.
-fn unreadable(body: &[u8], h: &JobHeaders, err: &serde_json::Error) -> BadJob {
+fn unreadable(body: &[u8], h: &JobHeaders, err: &dyn std::fmt::Display) -> BadJob {
     let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let (reason, detail) = match value {
         Some(_) => (

@@ -431,7 +431,7 @@ pub fn job(id: &str, tokens: &[&str]) -> serde_json::Value {
     let recipients: Vec<serde_json::Value> = tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| serde_json::json!({"platform": "apns", "token": t, "id": format!("r{i}")}))
+        .map(|(i, t)| serde_json::json!({"platform": "fcm", "token": t, "id": format!("r{i}")}))
         .collect();
     serde_json::json!({"id": id, "app": "shop", "campaign": "c1", "recipients": recipients,
         "notification": {"title": "Hi", "body": "there"}})
