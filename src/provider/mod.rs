@@ -1,7 +1,195 @@
 //! Delivery to push providers: the shared HTTP/2 pool and TLS setup, and one
 //! module per provider with the same files (auth, request, response, reason).
+//!
+//! Every provider takes a [`Message`] (one recipient of one job, with its
+//! rendered texts) and answers an [`Outcome`](crate::outcome::Outcome): the
+//! request is built by pure functions, sent over the pool, and the answer is
+//! classified through the one table in [`crate::outcome`].
 
 pub mod apns;
 pub mod fcm;
 pub mod h2pool;
 pub mod tls;
+
+use std::borrow::Cow;
+
+use crate::job::{Job, Notification, Recipient};
+
+/// The texts of one notification after `{{var}}` rendering. Borrowed from the
+/// job when a text has no placeholder, so a 1,000-recipient fan-out of a
+/// plain campaign renders nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered<'a> {
+    pub title: Option<Cow<'a, str>>,
+    pub subtitle: Option<Cow<'a, str>>,
+    pub body: Option<Cow<'a, str>>,
+}
+
+impl<'a> Rendered<'a> {
+    /// The texts as written, without rendering placeholders.
+    pub fn plain(n: &'a Notification) -> Rendered<'a> {
+        Rendered {
+            title: n.title.as_deref().map(Cow::Borrowed),
+            subtitle: n.subtitle.as_deref().map(Cow::Borrowed),
+            body: n.body.as_deref().map(Cow::Borrowed),
+        }
+    }
+
+    /// The texts of `job` for `recipient`, placeholders filled from its `vars`.
+    pub fn for_recipient(job: &'a Job, recipient: &Recipient) -> Rendered<'a> {
+        let n = &job.notification;
+        Rendered {
+            title: render(n.title.as_deref(), recipient),
+            subtitle: render(n.subtitle.as_deref(), recipient),
+            body: render(n.body.as_deref(), recipient),
+        }
+    }
+}
+
+fn render<'a>(text: Option<&'a str>, recipient: &Recipient) -> Option<Cow<'a, str>> {
+    let text = text?;
+    if !text.contains("{{") {
+        return Some(Cow::Borrowed(text));
+    }
+    Some(Cow::Owned(template_render(text, recipient)))
+}
+
+/// Stand-in until `crate::job::template::render` lands: `{{var}}` and
+/// `{{var | default: "x"}}` from the recipient's vars, anything else verbatim.
+fn template_render(text: &str, recipient: &Recipient) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = after[..end].trim();
+        let (name, default) = match inner.split_once('|') {
+            Some((n, d)) => {
+                let d = d.trim();
+                let d = d.strip_prefix("default:").map(str::trim).unwrap_or(d);
+                (n.trim(), d.trim_matches('"'))
+            }
+            None => (inner, ""),
+        };
+        out.push_str(recipient.vars.get(name).map_or(default, String::as_str));
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One notification to send: one recipient of a job, ready to be built.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub job: &'a Job,
+    /// Index of the recipient in `job.recipients`.
+    pub recipient: usize,
+    /// Title, subtitle and body rendered for this recipient.
+    pub rendered: &'a Rendered<'a>,
+    /// The notification id: a lower-case UUID, sent as `apns-id`.
+    pub id: &'a str,
+    /// 1 for the first try; retries count up.
+    pub attempt: u32,
+}
+
+impl<'a> Message<'a> {
+    pub fn recipient(&self) -> Option<&'a Recipient> {
+        self.job.recipients.get(self.recipient)
+    }
+
+    /// The recipient's device token, if it has one.
+    pub fn token(&self) -> Option<&'a str> {
+        self.recipient()?.token.as_ref().map(|t| t.as_str())
+    }
+}
+
+/// A random (v4) UUID in canonical lower-case form, for notification ids.
+pub fn new_notification_id() -> String {
+    let hi = fastrand::u64(..);
+    let lo = fastrand::u64(..);
+    let hi = (hi & !0xF000) | 0x4000; // version 4
+    let lo = (lo & !(0xC000 << 48)) | (0x8000 << 48); // variant 10
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xFFFF,
+        hi & 0xFFFF,
+        lo >> 48,
+        lo & 0xFFFF_FFFF_FFFF
+    )
+}
+
+/// Deep-merges `extra` into `base`: objects merge key by key, anything else
+/// is replaced. Used for the per-provider overrides of a job.
+pub fn merge_json(
+    base: &mut serde_json::Value,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) {
+    if !base.is_object() {
+        *base = serde_json::Value::Object(serde_json::Map::new());
+    }
+    let serde_json::Value::Object(map) = base else {
+        return;
+    };
+    for (k, v) in extra {
+        match (map.get_mut(k), v) {
+            (Some(slot @ serde_json::Value::Object(_)), serde_json::Value::Object(inner)) => {
+                merge_json(slot, inner)
+            }
+            _ => {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn notification_ids_are_v4_uuids() {
+        let a = new_notification_id();
+        assert_eq!(a.len(), 36);
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"));
+        assert!(a
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, new_notification_id());
+    }
+
+    #[test]
+    fn merge_is_deep() {
+        let mut v = json!({"aps": {"a": 1, "b": 2}, "x": 1});
+        let extra = json!({"aps": {"b": 3, "c": 4}, "x": {"y": 1}});
+        merge_json(&mut v, extra.as_object().unwrap());
+        assert_eq!(v, json!({"aps": {"a": 1, "b": 3, "c": 4}, "x": {"y": 1}}));
+    }
+
+    #[test]
+    fn rendering_borrows_plain_texts_and_fills_vars() {
+        let job: Job = serde_json::from_value(json!({
+            "app": "shop",
+            "recipients": [{"platform": "fcm", "token": "t", "vars": {"name": "Ann"}},
+                           {"platform": "fcm", "token": "u"}],
+            "notification": {"title": "Hi {{name | default: \"there\"}}", "body": "Sale"}
+        }))
+        .unwrap();
+        let r = Rendered::for_recipient(&job, &job.recipients[0]);
+        assert_eq!(r.title.as_deref(), Some("Hi Ann"));
+        assert!(matches!(r.body, Some(Cow::Borrowed("Sale"))));
+        let r = Rendered::for_recipient(&job, &job.recipients[1]);
+        assert_eq!(r.title.as_deref(), Some("Hi there"));
+    }
+}
