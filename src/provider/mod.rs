@@ -107,6 +107,31 @@ impl<'a> Message<'a> {
     }
 }
 
+/// A provider's answer as the transport hands it back.
+#[derive(Debug, Clone)]
+pub struct Answer<C> {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    /// The connection that carried the request (to retire it).
+    pub conn: C,
+}
+
+/// What a provider needs from a connection pool: send a request, and retire
+/// a connection that the provider found unusable. [`h2pool::H2Pool`] is the
+/// real one; tests use fakes.
+pub trait Transport: Send + Sync + 'static {
+    type Conn: Copy + Send + Sync + std::fmt::Debug;
+    type Error: std::error::Error + Send + Sync;
+
+    fn send(
+        &self,
+        req: http::Request<bytes::Bytes>,
+    ) -> impl std::future::Future<Output = Result<Answer<Self::Conn>, Self::Error>> + Send;
+
+    fn retire(&self, conn: Self::Conn);
+}
+
 /// A random (v4) UUID in canonical lower-case form, for notification ids.
 pub fn new_notification_id() -> String {
     let hi = fastrand::u64(..);
@@ -143,6 +168,72 @@ pub fn merge_json(
             _ => {
                 map.insert(k.clone(), v.clone());
             }
+        }
+    }
+}
+
+/// A scripted transport for provider unit tests.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::{Answer, Transport};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake transport: no more scripted answers")]
+    pub struct NoAnswer;
+
+    /// Answers with the scripted `(status, body)` in order; a retired
+    /// connection is replaced by the next id.
+    #[derive(Default)]
+    pub struct FakeTransport {
+        script: Mutex<Vec<(u16, &'static str)>>,
+        requests: Mutex<Vec<http::Request<Bytes>>>,
+        retired: Mutex<Vec<u32>>,
+    }
+
+    impl FakeTransport {
+        pub fn new(mut script: Vec<(u16, &'static str)>) -> FakeTransport {
+            script.reverse();
+            FakeTransport {
+                script: Mutex::new(script),
+                ..FakeTransport::default()
+            }
+        }
+
+        pub fn requests(&self) -> Vec<http::Request<Bytes>> {
+            self.requests.lock().unwrap().clone()
+        }
+
+        pub fn retired(&self) -> Vec<u32> {
+            self.retired.lock().unwrap().clone()
+        }
+    }
+
+    impl Transport for FakeTransport {
+        type Conn = u32;
+        type Error = NoAnswer;
+
+        async fn send(&self, req: http::Request<Bytes>) -> Result<Answer<u32>, NoAnswer> {
+            self.requests.lock().unwrap().push(req);
+            let next = self.script.lock().unwrap().pop().ok_or(NoAnswer)?;
+            let conn = self.retired.lock().unwrap().len() as u32;
+            let mut headers = http::HeaderMap::new();
+            if next.0 == 429 || next.0 == 503 {
+                headers.insert("retry-after", http::HeaderValue::from_static("7"));
+            }
+            Ok(Answer {
+                status: next.0,
+                headers,
+                body: Bytes::from_static(next.1.as_bytes()),
+                conn,
+            })
+        }
+
+        fn retire(&self, conn: u32) {
+            self.retired.lock().unwrap().push(conn);
         }
     }
 }
