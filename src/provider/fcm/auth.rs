@@ -23,6 +23,8 @@ use tokio::time::Instant;
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// Replace the token this long before it expires.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// After a failed early refresh, wait this long before trying again.
+const RETRY_FETCH: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -211,8 +213,14 @@ impl TokenCache {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.inflight.as_ref().is_some_and(|(g, _)| *g == generation) {
             st.inflight = None;
-            if let Ok(c) = &result {
-                st.current = Some(c.clone());
+            match (&result, st.current.as_mut()) {
+                (Ok(c), _) => st.current = Some(c.clone()),
+                // Keep the still-valid token; try again a little later rather
+                // than on every send while the endpoint is down.
+                (Err(_), Some(old)) => {
+                    old.refresh_at = (Instant::now() + RETRY_FETCH).min(old.expires_at)
+                }
+                (Err(_), None) => {}
             }
         }
         match (result, fallback) {
