@@ -12,8 +12,18 @@ pub mod h2pool;
 pub mod tls;
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
 
-use crate::job::{Job, Notification, Recipient};
+use bytes::Bytes;
+
+use crate::config::{AppConfig, ConnectionConfig, Endpoint};
+use crate::job::{Job, Notification, Platform, Recipient};
+use crate::outcome::{Code, Outcome};
+
+use self::apns::ApnsProvider;
+use self::fcm::FcmProvider;
+use self::h2pool::{ConnId, H2Pool, PoolError};
 
 /// The texts of one notification after `{{var}}` rendering. Borrowed from the
 /// job when a text has no placeholder, so a 1,000-recipient fan-out of a
@@ -130,6 +140,207 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Answer<Self::Conn>, Self::Error>> + Send;
 
     fn retire(&self, conn: Self::Conn);
+}
+
+/// One push provider: the same shape for APNs and FCM.
+pub trait Provider: Send + Sync {
+    fn platform(&self) -> Platform;
+    /// Sends one notification. Never fails: local refusals, provider answers
+    /// and transport failures all become an [`Outcome`] with its code.
+    fn send(&self, msg: &Message<'_>) -> impl Future<Output = Outcome> + Send;
+}
+
+impl<T: Transport> Provider for ApnsProvider<T> {
+    fn platform(&self) -> Platform {
+        Platform::Apns
+    }
+
+    fn send(&self, msg: &Message<'_>) -> impl Future<Output = Outcome> + Send {
+        ApnsProvider::send(self, msg)
+    }
+}
+
+impl<T: Transport> Provider for FcmProvider<T> {
+    fn platform(&self) -> Platform {
+        Platform::Fcm
+    }
+
+    fn send(&self, msg: &Message<'_>) -> impl Future<Output = Outcome> + Send {
+        FcmProvider::send(self, msg)
+    }
+}
+
+impl Transport for H2Pool {
+    type Conn = ConnId;
+    type Error = PoolError;
+
+    async fn send(&self, req: http::Request<Bytes>) -> Result<Answer<ConnId>, PoolError> {
+        let r = H2Pool::send(self, req).await?;
+        Ok(Answer {
+            status: r.status.as_u16(),
+            headers: r.headers,
+            body: r.body,
+            conn: r.conn_id,
+        })
+    }
+
+    fn retire(&self, conn: ConnId) {
+        H2Pool::retire(self, conn);
+    }
+}
+
+impl<T: Transport> Transport for Arc<T> {
+    type Conn = T::Conn;
+    type Error = T::Error;
+
+    fn send(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> impl Future<Output = Result<Answer<T::Conn>, T::Error>> + Send {
+        T::send(self, req)
+    }
+
+    fn retire(&self, conn: T::Conn) {
+        T::retire(self, conn)
+    }
+}
+
+/// Why an app's providers cannot be built (start-up; `check-config` catches most).
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("app {app}: {provider} TLS setup: {source}")]
+    Tls {
+        app: String,
+        provider: &'static str,
+        #[source]
+        source: tls::TlsError,
+    },
+    #[error("app {app}: APNs key: {source}")]
+    ApnsKey {
+        app: String,
+        #[source]
+        source: apns::auth::AuthError,
+    },
+    #[error("app {app}: FCM service account: {source}")]
+    FcmKey {
+        app: String,
+        #[source]
+        source: fcm::auth::AuthError,
+    },
+    #[error("app {app}: FCM token_uri {uri:?}: {reason}")]
+    TokenUri {
+        app: String,
+        uri: String,
+        reason: String,
+    },
+}
+
+/// The providers of one app: one pool and one credential per configured
+/// provider. Build it inside a Tokio runtime (pools connect right away).
+#[derive(Debug)]
+pub struct Providers {
+    pub app: String,
+    pub apns: Option<ApnsProvider<H2Pool>>,
+    pub fcm: Option<FcmProvider<H2Pool>>,
+    /// The FCM OAuth2 token endpoint's pool, kept for shutdown.
+    fcm_token_pool: Option<Arc<H2Pool>>,
+}
+
+impl Providers {
+    pub fn new(app: &AppConfig) -> Result<Providers, ProviderError> {
+        let name = app.name.clone();
+        let pool = |label: &'static str, provider, cfg: &ConnectionConfig| {
+            let tls = tls::client_config(cfg).map_err(|source| ProviderError::Tls {
+                app: name.clone(),
+                provider,
+                source,
+            })?;
+            Ok::<_, ProviderError>(H2Pool::new(label, cfg, tls))
+        };
+        let apns = match &app.apns {
+            Some(cfg) => {
+                let p = pool("apns", "APNs", &cfg.connection)?;
+                Some(ApnsProvider::new(p, cfg).map_err(|source| ProviderError::ApnsKey {
+                    app: name.clone(),
+                    source,
+                })?)
+            }
+            None => None,
+        };
+        let (fcm, fcm_token_pool) = match &app.fcm {
+            Some(cfg) => {
+                let token_cfg = token_endpoint(&name, &cfg.token_uri, &cfg.connection)?;
+                let token_pool = Arc::new(pool("fcm-oauth", "FCM token endpoint", &token_cfg)?);
+                let send_pool = pool("fcm", "FCM", &cfg.connection)?;
+                let fcm = FcmProvider::new(send_pool, token_pool.clone(), cfg).map_err(
+                    |source| ProviderError::FcmKey {
+                        app: name.clone(),
+                        source,
+                    },
+                )?;
+                (Some(fcm), Some(token_pool))
+            }
+            None => (None, None),
+        };
+        Ok(Providers {
+            app: name,
+            apns,
+            fcm,
+            fcm_token_pool,
+        })
+    }
+
+    /// Sends to the provider of the recipient's platform.
+    pub async fn send(&self, msg: &Message<'_>) -> Outcome {
+        let platform = msg.recipient().map(|r| r.platform);
+        match (platform, &self.apns, &self.fcm) {
+            (Some(Platform::Apns), Some(p), _) => p.send(msg).await,
+            (Some(Platform::Fcm), _, Some(p)) => p.send(msg).await,
+            (Some(p), _, _) => Outcome::local(
+                Code::UnknownApp,
+                format!("app {} has no {p} credentials", self.app),
+            ),
+            (None, _, _) => Outcome::local(Code::InvalidJob, "no such recipient in the job"),
+        }
+    }
+
+    /// Closes every pool (in-flight requests finish first).
+    pub async fn shutdown(&self) {
+        if let Some(p) = &self.apns {
+            p.transport().shutdown().await;
+        }
+        if let Some(p) = &self.fcm {
+            p.transport().shutdown().await;
+        }
+        if let Some(p) = &self.fcm_token_pool {
+            p.shutdown().await;
+        }
+    }
+}
+
+/// The pool settings for the token endpoint: the origin of `token_uri`, the
+/// send pool's TLS trust, one connection.
+fn token_endpoint(
+    app: &str,
+    uri: &str,
+    send: &ConnectionConfig,
+) -> Result<ConnectionConfig, ProviderError> {
+    let err = |reason: String| ProviderError::TokenUri {
+        app: app.to_owned(),
+        uri: uri.to_owned(),
+        reason,
+    };
+    let rest = uri
+        .strip_prefix("https://")
+        .ok_or_else(|| err("must start with https://".into()))?;
+    let origin_len = "https://".len() + rest.find('/').unwrap_or(rest.len());
+    let endpoint = Endpoint::parse(&uri[..origin_len]).map_err(err)?;
+    Ok(ConnectionConfig {
+        endpoint,
+        connections: 1,
+        client_cert: None,
+        ..send.clone()
+    })
 }
 
 /// A random (v4) UUID in canonical lower-case form, for notification ids.

@@ -44,9 +44,9 @@ impl<T> std::fmt::Debug for FcmProvider<T> {
 impl<T: Transport> FcmProvider<T> {
     /// `transport` reaches the send endpoint, `token_transport` the OAuth2
     /// token endpoint (`cfg.token_uri`). No token is fetched until the first send.
-    pub fn new(
+    pub fn new<U: Transport>(
         transport: T,
-        token_transport: T,
+        token_transport: U,
         cfg: &FcmConfig,
     ) -> Result<FcmProvider<T>, AuthError> {
         let sa = &cfg.service_account;
