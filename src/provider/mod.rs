@@ -260,10 +260,12 @@ impl Providers {
         let apns = match &app.apns {
             Some(cfg) => {
                 let p = pool("apns", "APNs", &cfg.connection)?;
-                Some(ApnsProvider::new(p, cfg).map_err(|source| ProviderError::ApnsKey {
-                    app: name.clone(),
-                    source,
-                })?)
+                Some(
+                    ApnsProvider::new(p, cfg).map_err(|source| ProviderError::ApnsKey {
+                        app: name.clone(),
+                        source,
+                    })?,
+                )
             }
             None => None,
         };
@@ -272,12 +274,13 @@ impl Providers {
                 let token_cfg = token_endpoint(&name, &cfg.token_uri, &cfg.connection)?;
                 let token_pool = Arc::new(pool("fcm-oauth", "FCM token endpoint", &token_cfg)?);
                 let send_pool = pool("fcm", "FCM", &cfg.connection)?;
-                let fcm = FcmProvider::new(send_pool, token_pool.clone(), cfg).map_err(
-                    |source| ProviderError::FcmKey {
-                        app: name.clone(),
-                        source,
-                    },
-                )?;
+                let fcm =
+                    FcmProvider::new(send_pool, token_pool.clone(), cfg).map_err(|source| {
+                        ProviderError::FcmKey {
+                            app: name.clone(),
+                            source,
+                        }
+                    })?;
                 (Some(fcm), Some(token_pool))
             }
             None => (None, None),
@@ -383,71 +386,8 @@ pub fn merge_json(
     }
 }
 
-/// A scripted transport for provider unit tests.
 #[cfg(test)]
-pub(crate) mod fake {
-    use std::sync::Mutex;
-
-    use bytes::Bytes;
-
-    use super::{Answer, Transport};
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("fake transport: no more scripted answers")]
-    pub struct NoAnswer;
-
-    /// Answers with the scripted `(status, body)` in order; a retired
-    /// connection is replaced by the next id.
-    #[derive(Default)]
-    pub struct FakeTransport {
-        script: Mutex<Vec<(u16, &'static str)>>,
-        requests: Mutex<Vec<http::Request<Bytes>>>,
-        retired: Mutex<Vec<u32>>,
-    }
-
-    impl FakeTransport {
-        pub fn new(mut script: Vec<(u16, &'static str)>) -> FakeTransport {
-            script.reverse();
-            FakeTransport {
-                script: Mutex::new(script),
-                ..FakeTransport::default()
-            }
-        }
-
-        pub fn requests(&self) -> Vec<http::Request<Bytes>> {
-            self.requests.lock().unwrap().clone()
-        }
-
-        pub fn retired(&self) -> Vec<u32> {
-            self.retired.lock().unwrap().clone()
-        }
-    }
-
-    impl Transport for FakeTransport {
-        type Conn = u32;
-        type Error = NoAnswer;
-
-        async fn send(&self, req: http::Request<Bytes>) -> Result<Answer<u32>, NoAnswer> {
-            self.requests.lock().unwrap().push(req);
-            let next = self.script.lock().unwrap().pop().ok_or(NoAnswer)?;
-            let conn = self.retired.lock().unwrap().len() as u32;
-            let mut headers = http::HeaderMap::new();
-            if next.0 == 429 || next.0 == 503 {
-                headers.insert("retry-after", http::HeaderValue::from_static("7"));
-            }
-            Ok(Answer {
-                status: next.0,
-                headers,
-                body: Bytes::from_static(next.1.as_bytes()),
-                conn,
-            })
-        }
-
-        fn retire(&self, conn: u32) {
-            self.retired.lock().unwrap().push(conn);
-        }
-    }
-}
+pub(crate) mod fake;
 
 #[cfg(test)]
 mod tests {

@@ -117,14 +117,13 @@ struct Payload<'a> {
 /// (and `image`, `deeplink`) beside `aps`, then `job.apns.payload` merged last.
 pub fn payload(job: &Job, rendered: &Rendered<'_>) -> Vec<u8> {
     let n = &job.notification;
-    let alert = (rendered.title.is_some()
-        || rendered.subtitle.is_some()
-        || rendered.body.is_some())
-    .then(|| Alert {
-        title: rendered.title.as_deref(),
-        subtitle: rendered.subtitle.as_deref(),
-        body: rendered.body.as_deref(),
-    });
+    let alert =
+        (rendered.title.is_some() || rendered.subtitle.is_some() || rendered.body.is_some())
+            .then_some(Alert {
+                title: rendered.title.as_deref(),
+                subtitle: rendered.subtitle.as_deref(),
+                body: rendered.body.as_deref(),
+            });
     let p = Payload {
         aps: Aps {
             alert,

@@ -172,7 +172,7 @@ pub fn body(
     let envelope = Envelope {
         message: Message {
             token,
-            notification: has_note.then(|| Notification {
+            notification: has_note.then_some(Notification {
                 title: rendered.title.as_deref(),
                 body: rendered.body.as_deref(),
                 image: n.image.as_deref(),
