@@ -189,7 +189,10 @@ pub fn result_entry(job: &Job, o: &Outcome) -> serde_json::Value {
             obj.insert("class".into(), code.class().as_str().into());
         }
         for (k, val) in [
-            ("provider_status", o.provider_status.map(serde_json::Value::from)),
+            (
+                "provider_status",
+                o.provider_status.map(serde_json::Value::from),
+            ),
             ("provider_reason", o.provider_reason.clone().map(Into::into)),
             ("provider_id", o.provider_id.clone().map(Into::into)),
         ] {
@@ -236,7 +239,15 @@ mod tests {
 
     fn args(extra: &[&str]) -> Args {
         let mut v = vec![
-            "x", "--config", "c.toml", "--app", "shop", "--platform", "fcm", "--token", "tok",
+            "x",
+            "--config",
+            "c.toml",
+            "--app",
+            "shop",
+            "--platform",
+            "fcm",
+            "--token",
+            "tok",
         ];
         v.extend_from_slice(extra);
         Cli::try_parse_from(v).unwrap().args
@@ -245,18 +256,40 @@ mod tests {
     #[test]
     fn arguments_make_a_one_recipient_job() {
         let a = args(&[
-            "--title", "T", "--data", "k=v", "--data", "a=b=c", "--priority", "normal", "--ttl",
-            "60", "--collapse-key", "c",
+            "--title",
+            "T",
+            "--data",
+            "k=v",
+            "--data",
+            "a=b=c",
+            "--priority",
+            "normal",
+            "--ttl",
+            "60",
+            "--collapse-key",
+            "c",
         ]);
         let j = job_of(&a);
         assert_eq!(j.recipients.len(), 1);
         assert_eq!(j.recipients[0].token.as_ref().unwrap().as_str(), "tok");
         assert_eq!(j.data.get("a").map(String::as_str), Some("b=c"));
         assert_eq!((j.priority, j.ttl), (Priority::Normal, Some(60)));
-        assert!(Cli::try_parse_from(["x", "--app", "a", "--platform", "webpush", "--token", "t"])
-            .is_err());
-        assert!(Cli::try_parse_from(["x", "--app", "a", "--platform", "fcm", "--token", "t", "--data", "nokv"])
-            .is_err());
+        assert!(
+            Cli::try_parse_from(["x", "--app", "a", "--platform", "webpush", "--token", "t"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "x",
+            "--app",
+            "a",
+            "--platform",
+            "fcm",
+            "--token",
+            "t",
+            "--data",
+            "nokv"
+        ])
+        .is_err());
     }
 
     #[test]
@@ -271,7 +304,10 @@ mod tests {
         assert_eq!(v["class"], "payload");
         assert_eq!(v["provider_status"], 400);
         assert_eq!(v["token"], "tok");
-        let v = result_entry(&j, &Outcome::delivered(200, Some("projects/p/messages/1".into())));
+        let v = result_entry(
+            &j,
+            &Outcome::delivered(200, Some("projects/p/messages/1".into())),
+        );
         assert_eq!(v["status"], "delivered");
         assert!(v.get("code").is_none());
         assert_eq!(v["provider_id"], "projects/p/messages/1");
