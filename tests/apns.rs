@@ -1,6 +1,9 @@
 //! The APNs provider against the APNs simulator over real TLS HTTP/2: every
 //! reason's code and class, token reuse, what the simulator received.
 
+// Test helpers outside #[test] fns unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;

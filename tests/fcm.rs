@@ -1,6 +1,9 @@
 //! The FCM v1 provider against the FCM simulator over real TLS HTTP/2: every
 //! error code's code and class, the OAuth2 token cache, what the simulator received.
 
+// Test helpers outside #[test] fns unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

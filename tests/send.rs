@@ -1,6 +1,9 @@
 //! `pushgate send` as a user runs it: the binary, a temp config pointing at
 //! simulators started here, the printed outcome and the exit status.
 
+// Test helpers outside #[test] fns unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
