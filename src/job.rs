@@ -4,7 +4,11 @@
 //! clear [`JobError`]. Per-recipient problems (malformed token, ...) are
 //! found by validation and become results with a code, never a crash.
 
+mod parse;
 pub mod template;
+pub mod validate;
+
+pub use parse::JobError;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -8,6 +8,8 @@
 
 pub mod file;
 pub mod load;
+pub mod providers;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use load::{load, ConfigError};
+pub use load::{load, load_str, load_with_env, ConfigError};
 
 /// A value that must never reach a log: `Debug` prints `***`.
 #[derive(Clone)]

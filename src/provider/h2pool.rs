@@ -1,1 +1,0 @@
-//! Pooled, long-lived HTTP/2 client connections to one endpoint.

@@ -1,0 +1,261 @@
+//! The pool's shared state: connection slots, stream reservation and one request attempt.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::ServerName;
+use tokio::sync::{watch, Notify};
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::TlsConnector;
+
+use super::conn::Conn;
+use super::{error, ConnId, PoolError, PooledResponse, MAX_RESPONSE_BODY};
+use crate::config::Endpoint;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum SlotState {
+    Connecting = 0,
+    Open = 1,
+    Backoff = 2,
+    Closed = 3,
+}
+
+/// State shared by the pool handle, the slot supervisors and drain tasks.
+pub(super) struct Shared {
+    pub(super) label: &'static str,
+    pub(super) endpoint: Endpoint,
+    /// `None` when the endpoint's authority is not a valid URI authority.
+    pub(super) authority: Option<Authority>,
+    pub(super) server_name: Result<ServerName<'static>, String>,
+    pub(super) tls: TlsConnector,
+    pub(super) builder: http2::Builder<TokioExecutor>,
+    pub(super) connect_timeout: Duration,
+    pub(super) request_timeout: Duration,
+    /// The open connection of each slot.
+    pub(super) conns: RwLock<Vec<Option<Arc<Conn>>>>,
+    pub(super) states: Vec<AtomicU8>,
+    pub(super) last_error: Mutex<String>,
+    /// Signalled when a stream is released, a connection opens or a limit grows.
+    pub(super) stream_freed: Notify,
+    pub(super) draining: AtomicUsize,
+    pub(super) in_flight: AtomicUsize,
+    pub(super) connects: AtomicU64,
+    pub(super) connect_failures: AtomicU64,
+    pub(super) retries: AtomicU64,
+    pub(super) next_id: AtomicU64,
+    pub(super) shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(super) fn absolute_uri(&self, uri: Uri) -> Result<Uri, PoolError> {
+        let invalid = |reason| PoolError::InvalidRequest {
+            label: self.label,
+            reason,
+        };
+        let authority = self
+            .authority
+            .clone()
+            .ok_or_else(|| invalid("endpoint authority is not a valid URI authority"))?;
+        let mut parts = uri.into_parts();
+        if parts.scheme.is_some() || parts.authority.is_some() {
+            return Err(invalid("request URI must be a path, not an absolute URI"));
+        }
+        if !parts
+            .path_and_query
+            .as_ref()
+            .is_some_and(|pq| pq.path().starts_with('/'))
+        {
+            return Err(invalid("request URI must start with '/'"));
+        }
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(authority);
+        Uri::from_parts(parts).map_err(|_| invalid("request URI cannot be made absolute"))
+    }
+
+    /// Reserves a stream on the least-loaded usable connection, waiting
+    /// (until `deadline`) while all are full or connecting.
+    pub(super) async fn acquire(&self, deadline: Instant) -> Result<Stream<'_>, PoolError> {
+        loop {
+            if *self.shutdown.borrow() {
+                return Err(PoolError::Shutdown { label: self.label });
+            }
+            if let Some(stream) = self.try_stream() {
+                return Ok(stream);
+            }
+            // Slow path: register as a waiter, then look again so that a
+            // release between the two checks is not missed.
+            let notified = self.stream_freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(stream) = self.try_stream() {
+                return Ok(stream);
+            }
+            if self.all_failing() {
+                return Err(self.unavailable());
+            }
+            if timeout_at(deadline, notified).await.is_err() {
+                return Err(if self.has_open() {
+                    PoolError::Timeout {
+                        label: self.label,
+                        after: self.request_timeout,
+                        sent: false,
+                    }
+                } else {
+                    self.unavailable()
+                });
+            }
+        }
+    }
+
+    fn try_stream(&self) -> Option<Stream<'_>> {
+        let conn = self.try_reserve()?;
+        self.in_flight.fetch_add(1, Relaxed);
+        Some(Stream { shared: self, conn })
+    }
+
+    fn try_reserve(&self) -> Option<Arc<Conn>> {
+        let conns = self.conns.read().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let best = conns
+                .iter()
+                .flatten()
+                .filter(|c| c.usable() && c.in_flight() < c.limit())
+                .min_by_key(|c| c.in_flight())?;
+            if best.try_reserve() {
+                return Some(Arc::clone(best));
+            }
+        }
+    }
+
+    /// Every slot's last connect attempt failed: fail fast instead of waiting.
+    fn all_failing(&self) -> bool {
+        self.states
+            .iter()
+            .all(|s| s.load(Relaxed) == SlotState::Backoff as u8)
+    }
+
+    fn has_open(&self) -> bool {
+        let conns = self.conns.read().unwrap_or_else(PoisonError::into_inner);
+        conns.iter().flatten().any(|c| c.usable())
+    }
+
+    fn unavailable(&self) -> PoolError {
+        let reason = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        PoolError::Unavailable {
+            label: self.label,
+            reason,
+        }
+    }
+
+    pub(super) fn set_state(&self, slot: usize, state: SlotState) {
+        if let Some(s) = self.states.get(slot) {
+            s.store(state as u8, Relaxed);
+        }
+    }
+
+    pub(super) fn install(&self, slot: usize, conn: Arc<Conn>) {
+        let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = conns.get_mut(slot) {
+            *entry = Some(conn);
+        }
+        drop(conns);
+        self.set_state(slot, SlotState::Open);
+        self.connects.fetch_add(1, Relaxed);
+        self.stream_freed.notify_waiters();
+    }
+
+    pub(super) fn uninstall(&self, slot: usize) {
+        let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = conns.get_mut(slot) {
+            *entry = None;
+        }
+    }
+
+    /// Records a failed connect; always true ("this attempt failed").
+    pub(super) fn connect_failed(&self, error: String) -> bool {
+        tracing::warn!(pool = self.label, endpoint = %self.endpoint, %error, "connect failed");
+        self.connect_failures.fetch_add(1, Relaxed);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+        true
+    }
+
+    pub(super) fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_id.fetch_add(1, Relaxed))
+    }
+}
+
+/// A reserved stream on one connection; releasing it on drop wakes a waiter.
+pub(super) struct Stream<'a> {
+    shared: &'a Shared,
+    conn: Arc<Conn>,
+}
+
+impl Stream<'_> {
+    /// One attempt. `Err`: the server did not process it, try again.
+    pub(super) async fn exchange(
+        self,
+        req: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<Result<PooledResponse, PoolError>, hyper::Error> {
+        let label = self.shared.label;
+        let timeout = PoolError::Timeout {
+            label,
+            after: self.shared.request_timeout,
+            sent: true,
+        };
+        let response = match timeout_at(deadline, self.conn.sender().send_request(req)).await {
+            Err(_) => return Ok(Err(timeout)),
+            Ok(Ok(response)) => response,
+            Ok(Err(source)) => {
+                let failure = error::classify(&source);
+                if failure.connection_level {
+                    self.conn.drain();
+                }
+                if failure.unprocessed {
+                    return Err(source);
+                }
+                return Ok(Err(PoolError::Transport { label, source }));
+            }
+        };
+        self.conn.on_response();
+        let (head, body) = response.into_parts();
+        let body = match timeout_at(deadline, Limited::new(body, MAX_RESPONSE_BODY).collect()).await
+        {
+            Err(_) => return Ok(Err(timeout)),
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                return Ok(Err(PoolError::Body { label, reason }));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        Ok(Ok(PooledResponse {
+            status: head.status,
+            headers: head.headers,
+            body,
+            conn_id: self.conn.id,
+        }))
+    }
+}
+
+impl Drop for Stream<'_> {
+    fn drop(&mut self) {
+        self.conn.release();
+        self.shared.in_flight.fetch_sub(1, Relaxed);
+        self.shared.stream_freed.notify_one();
+    }
+}
