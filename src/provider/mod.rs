@@ -57,39 +57,7 @@ impl<'a> Rendered<'a> {
 }
 
 fn render<'a>(text: Option<&'a str>, recipient: &Recipient) -> Option<Cow<'a, str>> {
-    let text = text?;
-    if !text.contains("{{") {
-        return Some(Cow::Borrowed(text));
-    }
-    Some(Cow::Owned(template_render(text, recipient)))
-}
-
-/// Stand-in until `crate::job::template::render` lands: `{{var}}` and
-/// `{{var | default: "x"}}` from the recipient's vars, anything else verbatim.
-fn template_render(text: &str, recipient: &Recipient) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let inner = after[..end].trim();
-        let (name, default) = match inner.split_once('|') {
-            Some((n, d)) => {
-                let d = d.trim();
-                let d = d.strip_prefix("default:").map(str::trim).unwrap_or(d);
-                (n.trim(), d.trim_matches('"'))
-            }
-            None => (inner, ""),
-        };
-        out.push_str(recipient.vars.get(name).map_or(default, String::as_str));
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
+    text.map(|t| crate::job::template::render(t, &recipient.vars))
 }
 
 /// One notification to send: one recipient of a job, ready to be built.

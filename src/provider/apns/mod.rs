@@ -106,7 +106,7 @@ impl<T: Transport> ApnsProvider<T> {
         let mut bearer = self.auth.as_ref().map(TokenAuth::bearer);
         let mut retried = false;
         loop {
-            let req = built.to_request(&self.authority, bearer.as_deref());
+            let req = built.to_request(bearer.as_deref());
             let answer = match self.transport.send(req).await {
                 Ok(a) => a,
                 Err(e) => return transport_failure(&e, started.elapsed()),

@@ -69,7 +69,7 @@ pub fn expiration(job: &Job, now_unix: u64) -> Option<u64> {
         return Some(if ttl == 0 { 0 } else { now_unix + ttl });
     }
     let at = job.expires_at.as_deref()?;
-    let t = humantime::parse_rfc3339_weak(at).ok()?;
+    let t = crate::job::validate::parse_rfc3339(at).ok()?;
     let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
     Some(secs.max(1))
 }
@@ -162,11 +162,12 @@ pub struct Built {
 }
 
 impl Built {
-    /// The request for `authority`, with `authorization` when token auth is used.
-    pub fn to_request(&self, authority: &str, bearer: Option<&str>) -> Request<Bytes> {
+    /// The request (URI = path; the pool adds scheme and authority), with
+    /// `authorization` when token auth is used.
+    pub fn to_request(&self, bearer: Option<&str>) -> Request<Bytes> {
         let mut req = Request::new(self.body.clone());
         *req.method_mut() = Method::POST;
-        if let Ok(uri) = format!("https://{authority}{}", self.path).parse() {
+        if let Ok(uri) = self.path.parse() {
             *req.uri_mut() = uri;
         }
         *req.headers_mut() = self.headers.clone();
@@ -310,14 +311,10 @@ mod tests {
                            "thread-id": "th", "category": "cat", "mutable-content": 1},
                    "order": "123"})
         );
-        let req = b.to_request("127.0.0.1:2197", Some("bearer x"));
-        assert_eq!(req.uri(), "https://127.0.0.1:2197/3/device/abcd");
+        let req = b.to_request(Some("bearer x"));
+        assert_eq!(req.uri(), "/3/device/abcd");
         assert_eq!(req.headers()["authorization"], "bearer x");
-        assert!(b
-            .to_request("h:1", None)
-            .headers()
-            .get("authorization")
-            .is_none());
+        assert!(b.to_request(None).headers().get("authorization").is_none());
     }
 
     #[test]
@@ -359,6 +356,8 @@ mod tests {
         j.ttl = None;
         assert_eq!(expiration(&j, 50), None);
         j.expires_at = Some("2030-01-01T00:00:00Z".into());
+        assert_eq!(expiration(&j, 50), Some(1_893_456_000));
+        j.expires_at = Some("2030-01-01T02:00:00+02:00".into());
         assert_eq!(expiration(&j, 50), Some(1_893_456_000));
     }
 

@@ -59,7 +59,7 @@ impl<T: Transport> FcmProvider<T> {
         let fetcher = Arc::new(Fetcher {
             transport: token_transport,
             signer,
-            token_uri: cfg.token_uri.clone(),
+            token_path: token_path(&cfg.token_uri),
         });
         let tokens = TokenCache::new(move || {
             let f = fetcher.clone();
@@ -93,7 +93,7 @@ impl<T: Transport> FcmProvider<T> {
                 Ok(b) => b,
                 Err(e) => return auth_failure(&e, started.elapsed()),
             };
-            let req = request::to_request(&self.authority, &self.project, &bearer, body.clone());
+            let req = request::to_request(&self.project, &bearer, body.clone());
             let answer = match self.transport.send(req).await {
                 Ok(a) => a,
                 Err(e) => return failure(Code::from_transport(), &e, started.elapsed()),
@@ -144,7 +144,15 @@ fn auth_failure(e: &AuthError, latency: Duration) -> Outcome {
 struct Fetcher<T> {
     transport: T,
     signer: AssertionSigner,
-    token_uri: String,
+    /// Path of `token_uri` (the token pool is connected to its origin).
+    token_path: String,
+}
+
+/// `/token` of `https://host:port/token` (`/` when there is no path).
+fn token_path(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    rest.find('/')
+        .map_or_else(|| "/".to_owned(), |i| rest[i..].to_owned())
 }
 
 impl<T: Transport> Fetcher<T> {
@@ -153,9 +161,9 @@ impl<T: Transport> Fetcher<T> {
         let mut req = http::Request::new(Bytes::from(form));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self
-            .token_uri
+            .token_path
             .parse()
-            .map_err(|_| AuthError::Refused(format!("bad token_uri {:?}", self.token_uri)))?;
+            .map_err(|_| AuthError::Refused(format!("bad token_uri path {:?}", self.token_path)))?;
         req.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -252,6 +260,13 @@ mod tests {
             &config(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn token_requests_go_to_the_path_of_token_uri() {
+        assert_eq!(token_path("https://127.0.0.1:4443/token"), "/token");
+        assert_eq!(token_path("https://oauth2.googleapis.com/token"), "/token");
+        assert_eq!(token_path("https://h"), "/");
     }
 
     #[tokio::test]

@@ -197,11 +197,12 @@ pub fn body(
     Ok(body)
 }
 
-/// `POST /v1/projects/<project>/messages:send` on `authority`.
-pub fn to_request(authority: &str, project: &str, bearer: &str, body: Bytes) -> Request<Bytes> {
+/// `POST /v1/projects/<project>/messages:send` (URI = path; the pool adds
+/// scheme and authority).
+pub fn to_request(project: &str, bearer: &str, body: Bytes) -> Request<Bytes> {
     let mut req = Request::new(body);
     *req.method_mut() = Method::POST;
-    let uri = format!("https://{authority}/v1/projects/{project}/messages:send");
+    let uri = format!("/v1/projects/{project}/messages:send");
     if let Ok(uri) = uri.parse() {
         *req.uri_mut() = uri;
     }
@@ -286,16 +287,8 @@ mod tests {
 
     #[test]
     fn request_targets_the_project() {
-        let r = to_request(
-            "127.0.0.1:4443",
-            "p1",
-            "Bearer abc",
-            Bytes::from_static(b"{}"),
-        );
-        assert_eq!(
-            r.uri(),
-            "https://127.0.0.1:4443/v1/projects/p1/messages:send"
-        );
+        let r = to_request("p1", "Bearer abc", Bytes::from_static(b"{}"));
+        assert_eq!(r.uri(), "/v1/projects/p1/messages:send");
         assert_eq!(r.headers()["authorization"], "Bearer abc");
         assert_eq!(r.method(), Method::POST);
     }
