@@ -1,0 +1,295 @@
+//! Builds the FCM HTTP v1 `messages:send` body for one notification; pure.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::job::{Job, Priority};
+use crate::outcome::Code;
+use crate::provider::apns::request::{expiration, priority_value, Refused};
+use crate::provider::{merge_json, Rendered};
+
+/// FCM's limit on a message's payload.
+pub const MAX_PAYLOAD: usize = 4096;
+
+#[derive(Serialize)]
+struct Notification<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification: Option<Notification<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    data: &'a BTreeMap<String, String>,
+    android: Value,
+    apns: Value,
+    webpush: Value,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    message: Message<'a>,
+}
+
+/// The `android` block: collapse key, priority, ttl and the Android notification.
+fn android(job: &Job) -> Value {
+    let n = &job.notification;
+    let mut a = Map::new();
+    if let Some(c) = &job.collapse_key {
+        a.insert("collapse_key".into(), c.as_str().into());
+    }
+    let priority = match job.priority {
+        Priority::High => "HIGH",
+        Priority::Normal => "NORMAL",
+    };
+    a.insert("priority".into(), priority.into());
+    if let Some(ttl) = job.ttl {
+        a.insert("ttl".into(), format!("{ttl}s").into());
+    }
+    let mut an = Map::new();
+    for (k, v) in [
+        ("channel_id", &n.channel_id),
+        ("sound", &n.sound),
+        ("click_action", &n.deeplink),
+    ] {
+        if let Some(v) = v {
+            an.insert(k.into(), v.as_str().into());
+        }
+    }
+    if let Some(b) = n.badge {
+        an.insert("notification_count".into(), b.into());
+    }
+    if !an.is_empty() {
+        a.insert("notification".into(), Value::Object(an));
+    }
+    overridden(a, job.fcm.as_ref().map(|o| &o.android))
+}
+
+/// The `apns` block: priority, collapse id and expiration headers, and the
+/// `aps` keys FCM's `notification` does not cover.
+fn apns(job: &Job, rendered: &Rendered<'_>, now_unix: u64) -> Value {
+    let n = &job.notification;
+    let mut headers = Map::new();
+    headers.insert("apns-priority".into(), priority_value(job).into());
+    if let Some(c) = &job.collapse_key {
+        headers.insert("apns-collapse-id".into(), c.as_str().into());
+    }
+    if let Some(exp) = expiration(job, now_unix) {
+        headers.insert("apns-expiration".into(), exp.to_string().into());
+    }
+    let mut aps = Map::new();
+    if let Some(s) = &rendered.subtitle {
+        aps.insert("alert".into(), serde_json::json!({"subtitle": s}));
+    }
+    if let Some(s) = &n.sound {
+        aps.insert("sound".into(), s.as_str().into());
+    }
+    if let Some(b) = n.badge {
+        aps.insert("badge".into(), b.into());
+    }
+    if let Some(t) = &n.thread_id {
+        aps.insert("thread-id".into(), t.as_str().into());
+    }
+    if let Some(c) = &n.category {
+        aps.insert("category".into(), c.as_str().into());
+    }
+    if job.mutable_content {
+        aps.insert("mutable-content".into(), 1.into());
+    }
+    if job.content_available {
+        aps.insert("content-available".into(), 1.into());
+    }
+    let mut block = Map::new();
+    block.insert("headers".into(), Value::Object(headers));
+    if !aps.is_empty() {
+        block.insert("payload".into(), serde_json::json!({ "aps": aps }));
+    }
+    overridden(block, job.fcm.as_ref().map(|o| &o.apns))
+}
+
+/// The `webpush` block: TTL, Urgency and (when it is a valid one) Topic.
+fn webpush(job: &Job) -> Value {
+    let mut headers = Map::new();
+    if let Some(ttl) = job.ttl {
+        headers.insert("TTL".into(), ttl.to_string().into());
+    }
+    let urgency = match job.priority {
+        Priority::High => "high",
+        Priority::Normal => "normal",
+    };
+    headers.insert("Urgency".into(), urgency.into());
+    if let Some(c) = job.collapse_key.as_deref().filter(|c| valid_topic(c)) {
+        headers.insert("Topic".into(), c.into());
+    }
+    let mut block = Map::new();
+    block.insert("headers".into(), Value::Object(headers));
+    if let Some(link) = job.notification.deeplink.as_deref() {
+        if link.starts_with("https://") {
+            block.insert("fcm_options".into(), serde_json::json!({ "link": link }));
+        }
+    }
+    overridden(block, job.fcm.as_ref().map(|o| &o.webpush))
+}
+
+/// RFC 8030 Topic: at most 32 characters of the URL-safe base64 alphabet.
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 32
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn overridden(block: Map<String, Value>, extra: Option<&Map<String, Value>>) -> Value {
+    let mut v = Value::Object(block);
+    if let Some(extra) = extra.filter(|e| !e.is_empty()) {
+        merge_json(&mut v, extra);
+    }
+    v
+}
+
+/// The JSON body of `messages:send` for `token`, with the size check on the
+/// final message (its size without the token must stay within 4096 bytes).
+pub fn body(
+    job: &Job,
+    rendered: &Rendered<'_>,
+    token: &str,
+    now_unix: u64,
+) -> Result<Vec<u8>, Refused> {
+    let n = &job.notification;
+    let has_note = rendered.title.is_some() || rendered.body.is_some() || n.image.is_some();
+    let envelope = Envelope {
+        message: Message {
+            token,
+            notification: has_note.then_some(Notification {
+                title: rendered.title.as_deref(),
+                body: rendered.body.as_deref(),
+                image: n.image.as_deref(),
+            }),
+            data: &job.data,
+            android: android(job),
+            apns: apns(job, rendered, now_unix),
+            webpush: webpush(job),
+        },
+    };
+    let body = serde_json::to_vec(&envelope).map_err(|e| Refused {
+        code: Code::InvalidPayload,
+        reason: format!("cannot encode the FCM message: {e}"),
+    })?;
+    let size = body.len().saturating_sub(token.len());
+    if size > MAX_PAYLOAD {
+        return Err(Refused {
+            code: Code::PayloadTooLarge,
+            reason: format!("FCM message is {size} bytes, over {MAX_PAYLOAD}"),
+        });
+    }
+    Ok(body)
+}
+
+/// `POST /v1/projects/<project>/messages:send` (URI = path; the pool adds
+/// scheme and authority).
+pub fn to_request(project: &str, bearer: &str, body: Bytes) -> Request<Bytes> {
+    let mut req = Request::new(body);
+    *req.method_mut() = Method::POST;
+    let uri = format!("/v1/projects/{project}/messages:send");
+    if let Ok(uri) = uri.parse() {
+        *req.uri_mut() = uri;
+    }
+    let h = req.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(bearer) {
+        h.insert(AUTHORIZATION, v);
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::FcmOverrides;
+    use serde_json::json;
+
+    fn job() -> Job {
+        serde_json::from_value(json!({
+            "app": "shop",
+            "recipients": [{"platform": "fcm", "token": "tok"}],
+            "notification": {"title": "T", "body": "B", "image": "https://i/x.png", "sound": "default",
+                             "channel_id": "promo", "badge": 2},
+            "data": {"order": "123"},
+            "collapse_key": "order-123",
+            "priority": "normal",
+            "ttl": 600
+        }))
+        .unwrap()
+    }
+
+    fn built(j: &Job) -> Value {
+        let b = body(j, &Rendered::plain(&j.notification), "tok", 1_000).unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[test]
+    fn builds_the_v1_message() {
+        let v = built(&job());
+        assert_eq!(
+            v,
+            json!({"message": {
+                "token": "tok",
+                "notification": {"title": "T", "body": "B", "image": "https://i/x.png"},
+                "data": {"order": "123"},
+                "android": {"collapse_key": "order-123", "priority": "NORMAL", "ttl": "600s",
+                            "notification": {"channel_id": "promo", "sound": "default",
+                                             "notification_count": 2}},
+                "apns": {"headers": {"apns-priority": "5", "apns-collapse-id": "order-123",
+                                     "apns-expiration": "1600"},
+                         "payload": {"aps": {"sound": "default", "badge": 2}}},
+                "webpush": {"headers": {"TTL": "600", "Urgency": "normal", "Topic": "order-123"}}
+            }})
+        );
+    }
+
+    #[test]
+    fn overrides_merge_last_and_topic_must_be_valid() {
+        let mut j = job();
+        j.collapse_key = Some("not a topic!".into());
+        j.fcm = Some(FcmOverrides {
+            android: json!({"priority": "HIGH", "notification": {"tag": "t"}})
+                .as_object()
+                .unwrap()
+                .clone(),
+            ..FcmOverrides::default()
+        });
+        let v = built(&j);
+        assert_eq!(v["message"]["android"]["priority"], "HIGH");
+        assert_eq!(v["message"]["android"]["notification"]["tag"], "t");
+        assert_eq!(v["message"]["android"]["notification"]["sound"], "default");
+        assert!(v["message"]["webpush"]["headers"].get("Topic").is_none());
+    }
+
+    #[test]
+    fn too_large_is_refused_locally() {
+        let mut j = job();
+        j.data.insert("big".into(), "x".repeat(4096));
+        let e = body(&j, &Rendered::plain(&j.notification), "tok", 0).unwrap_err();
+        assert_eq!(e.code, Code::PayloadTooLarge);
+    }
+
+    #[test]
+    fn request_targets_the_project() {
+        let r = to_request("p1", "Bearer abc", Bytes::from_static(b"{}"));
+        assert_eq!(r.uri(), "/v1/projects/p1/messages:send");
+        assert_eq!(r.headers()["authorization"], "Bearer abc");
+        assert_eq!(r.method(), Method::POST);
+    }
+}
