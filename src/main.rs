@@ -26,6 +26,8 @@ enum Command {
     Send(cmd::send::Args),
     /// Run the APNs and FCM simulators on loopback.
     Simulate(cmd::simulate::Args),
+    /// Simulators, gateway and a sample campaign in one process, with a summary by code.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
             Command::CheckConfig(args) => cmd::check_config::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
         }
     })
 }

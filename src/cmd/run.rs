@@ -7,8 +7,7 @@ use std::sync::Arc;
 use crate::app::{self, Status};
 use crate::config::Config;
 use crate::dispatch::Deliver;
-use crate::job::Job;
-use crate::outcome::{Code, Outcome};
+use crate::dispatch::gateway::Gateway;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,13 +21,20 @@ pub async fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pushgate: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
     init_logs(&config);
-    // TODO(lead): replace with the real provider layer (APNs / FCM pools).
-    let deliver = Arc::new(Unwired);
-    run_with(config, deliver).await
+    let gateway = match Gateway::new(&config) {
+        Ok(g) => Arc::new(g),
+        Err(e) => {
+            eprintln!("pushgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = run_with(config, Arc::clone(&gateway)).await;
+    gateway.shutdown().await;
+    code
 }
 
 /// Runs the daemon with `deliver` until SIGTERM or SIGINT; exit 0 after a clean drain.
@@ -47,22 +53,14 @@ fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if config.log.format == "json" {
+    let json = match config.log.format.as_str() {
+        "json" => true,
+        "pretty" => false,
+        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let _ = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
-}
-
-/// Stand-in until the provider layer is wired: every recipient fails with
-/// a credentials-class code (final, never retried, never looping).
-struct Unwired;
-
-impl Deliver for Unwired {
-    async fn deliver(&self, _job: &Arc<Job>, _recipient: usize, _attempt: u32) -> Outcome {
-        Outcome::local(
-            Code::InvalidCredentials,
-            "provider layer not wired in this build",
-        )
-    }
 }

@@ -5,6 +5,8 @@
 //! [`Settled`] (result entries, recipients to retry per delay queue,
 //! recipients whose retries ran out); `ingest` publishes those and acks.
 
+pub mod gateway;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,237 @@
+//! `pushgate demo`: simulators, the gateway and a sample campaign in one
+//! process, with a progress bar and a summary of results by code.
+//!
+//! Uses RabbitMQ when one answers at `AMQP_URL` (the real daemon path:
+//! topology, publisher confirms, retry queues, result messages), and an
+//! in-process queue otherwise (the same dispatcher, retries after the same
+//! delays). It says which.
+
+mod broker;
+mod campaign;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+
+use crate::config::{self, Config};
+use crate::dispatch::gateway::Gateway;
+use crate::dispatch::{Dispatcher, JobRun};
+use crate::ingest::retry::RetryPolicy;
+use crate::job::{Job, Platform};
+use crate::outcome::Code;
+use crate::report::ResultEntry;
+use crate::sim;
+
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Recipients in the sample campaign (half APNs, half FCM).
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// Recipients per job (1..=1000).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Do not use RabbitMQ even if one answers.
+    #[arg(long)]
+    pub in_process: bool,
+    /// Keep the simulators and the gateway running after the campaign, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+}
+
+pub async fn run(args: Args) -> ExitCode {
+    match demo(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("pushgate demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Final results seen so far, by code (`None` = delivered).
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub by_code: BTreeMap<Option<Code>, (usize, Platform)>,
+    pub finals: usize,
+    pub retried: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, entry: &ResultEntry) {
+        if !entry.is_final() {
+            return;
+        }
+        self.finals += 1;
+        if entry.attempt > 1 {
+            self.retried += 1;
+        }
+        self.by_code.entry(entry.code).or_insert((0, entry.platform)).0 += 1;
+    }
+}
+
+async fn demo(args: Args) -> anyhow::Result<bool> {
+    let apns = sim::apns::start(loopback(), sim::apns::ApnsSimOptions::default())
+        .await
+        .context("starting the APNs simulator")?;
+    let fcm = sim::fcm::start(loopback(), sim::fcm::FcmSimOptions::default())
+        .await
+        .context("starting the FCM simulator")?;
+    println!("simulators: APNs on {}, FCM (+ OAuth) on {}", apns.addr, fcm.addr);
+
+    let amqp_url = std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
+    let tag = format!("{:08x}", fastrand::u32(..));
+    let dir = std::env::temp_dir().join(format!("pushgate-demo-{tag}"));
+    let path = campaign::write_config(&dir, apns.addr, fcm.addr, &amqp_url, &tag)?;
+    let loaded = config::load(&path);
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = loaded?;
+    let gateway = Arc::new(Gateway::new(&config)?);
+
+    let jobs = campaign::jobs(args.count, args.batch, "spring-sale");
+    let total: usize = jobs.iter().map(|j| j.recipients.len()).sum();
+    let use_broker = !args.in_process && broker::answers(&amqp_url).await;
+    if use_broker {
+        println!("queue: RabbitMQ at {} (demo queues pushgate.demo-{tag}.*, deleted afterwards)", redact(&amqp_url));
+    } else if args.in_process {
+        println!("queue: in-process (--in-process)");
+    } else {
+        println!("queue: in-process (no RabbitMQ answers at {}; start one to see the real path)", redact(&amqp_url));
+    }
+    println!("campaign: {total} recipients in {} jobs", jobs.len());
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let bar = tokio::spawn(progress(Arc::clone(&done), total));
+    let started = Instant::now();
+    let tally = if use_broker {
+        broker::run(config, Arc::clone(&gateway), jobs, total, Arc::clone(&done)).await?
+    } else {
+        in_process(&config, Arc::clone(&gateway), jobs, Arc::clone(&done)).await
+    };
+    let elapsed = started.elapsed();
+    bar.abort();
+    eprintln!();
+    print_summary(&tally, total, elapsed);
+
+    if args.serve {
+        println!("serving: simulators stay up (APNs {}, FCM {}); Ctrl-C to stop", apns.addr, fcm.addr);
+        crate::app::shutdown_signal().await;
+    }
+    gateway.shutdown().await;
+    apns.shutdown().await;
+    fcm.shutdown().await;
+    Ok(tally.finals == total)
+}
+
+fn loopback() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Delivers every job through the dispatcher in this process, re-running
+/// retryable recipients after their delay, as the delay queues would.
+async fn in_process(
+    config: &Config,
+    gateway: Arc<Gateway>,
+    jobs: Vec<Job>,
+    done: Arc<AtomicUsize>,
+) -> Tally {
+    let retry = Arc::new(RetryPolicy::new(&config.amqp.retry));
+    let dispatcher = Dispatcher::new(gateway, retry);
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.daemon.max_in_flight));
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in jobs {
+        let (d, p, done) = (dispatcher.clone(), Arc::clone(&permits), Arc::clone(&done));
+        tasks.spawn(async move { one_job(d, p, job, done).await });
+    }
+    let mut tally = Tally::default();
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(entries) = res {
+            entries.iter().for_each(|e| tally.add(e));
+        }
+    }
+    tally
+}
+
+async fn one_job(
+    dispatcher: Dispatcher<Gateway>,
+    permits: Arc<tokio::sync::Semaphore>,
+    job: Job,
+    done: Arc<AtomicUsize>,
+) -> Vec<ResultEntry> {
+    let now = SystemTime::now();
+    let mut run = JobRun {
+        job_id: job.effective_id().to_owned(),
+        expires: job.expiry(now),
+        job: Arc::new(job),
+        attempt: 1,
+        first_received: now,
+    };
+    let mut finals = Vec::new();
+    loop {
+        let settled = dispatcher.dispatch(&run, &permits).await;
+        let newly: Vec<ResultEntry> = settled.entries.into_iter().filter(|e| e.is_final()).collect();
+        done.fetch_add(newly.len(), Ordering::Relaxed);
+        finals.extend(newly);
+        // One delay for all of this run's retries: the longest chosen.
+        let Some(delay) = settled.retries.keys().map(|&i| dispatcher.retry_policy().delay(i)).max() else {
+            return finals;
+        };
+        let again: Vec<usize> = settled.retries.into_values().flatten().collect();
+        let mut sub = (*run.job).clone();
+        sub.recipients = again.iter().filter_map(|&i| run.job.recipients.get(i).cloned()).collect();
+        tokio::time::sleep(delay).await;
+        run = JobRun { job: Arc::new(sub), attempt: run.attempt + 1, ..run };
+    }
+}
+
+async fn progress(done: Arc<AtomicUsize>, total: usize) {
+    let started = Instant::now();
+    loop {
+        let n = done.load(Ordering::Relaxed).min(total);
+        let width = 40;
+        let filled = if total == 0 { width } else { n * width / total };
+        let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\r[{}{}] {n}/{total} results  {rate:.0}/s ",
+            "#".repeat(filled),
+            ".".repeat(width - filled)
+        );
+        let _ = std::io::stderr().flush();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_summary(tally: &Tally, total: usize, elapsed: Duration) {
+    println!("\n{:<24} {:>8} {:>7}  label", "code", "count", "share");
+    for (code, (count, platform)) in &tally.by_code {
+        let (name, label) = match code {
+            None => ("delivered", ""),
+            Some(c) => (c.as_str(), c.label(*platform)),
+        };
+        let share = 100.0 * *count as f64 / total.max(1) as f64;
+        println!("{name:<24} {count:>8} {share:>6.1}%  {label}");
+    }
+    let secs = elapsed.as_secs_f64().max(0.001);
+    println!(
+        "\n{} of {total} recipients have a final result ({} after a retry) in {:.2} s: {:.0} notifications/s",
+        tally.finals,
+        tally.retried,
+        secs,
+        tally.finals as f64 / secs
+    );
+}

@@ -1,0 +1,135 @@
+//! The demo's RabbitMQ path: the real daemon consumes the campaign from a
+//! demo input queue while the demo reads the result messages back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use super::Tally;
+use crate::app::{self, Status};
+use crate::config::Config;
+use crate::dispatch::gateway::Gateway;
+use crate::ingest::retry::RetryPolicy;
+use crate::ingest::topology;
+use crate::job::Job;
+use crate::report::ResultMessage;
+
+/// Whether something accepts TCP at the URL's host and port (1 s).
+pub async fn answers(url: &str) -> bool {
+    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
+        return false;
+    };
+    let addr = format!("{}:{}", uri.authority.host, uri.authority.port);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Runs the daemon on the demo queues, publishes `jobs`, and tallies the
+/// final result entries until every recipient has one (or 5 minutes pass).
+pub async fn run(
+    config: Config,
+    gateway: Arc<Gateway>,
+    jobs: Vec<Job>,
+    total: usize,
+    done: Arc<AtomicUsize>,
+) -> anyhow::Result<Tally> {
+    let amqp = config.amqp.clone();
+    let conn = Connection::connect(amqp.url.expose(), ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ")?;
+    let ch = conn.create_channel().await?;
+    let retry = RetryPolicy::new(&amqp.retry);
+    topology::declare(&ch, &amqp, &retry).await?;
+    let tap = tap(&ch, &amqp.results_exchange).await?;
+
+    let status = Arc::new(Status::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(app::run(
+        config,
+        gateway,
+        async move {
+            let _ = stopped.await;
+        },
+        Arc::clone(&status),
+    ));
+
+    let input = amqp.inputs.first().map(|q| q.name.clone()).unwrap_or_default();
+    publish(&ch, &input, &jobs).await?;
+    let tally = collect(tap, total, &done).await;
+
+    let _ = stop.send(());
+    let _ = daemon.await;
+    cleanup(&ch, &amqp, &retry).await;
+    let _ = conn.close(200, "demo done".into()).await;
+    Ok(tally)
+}
+
+async fn tap(ch: &Channel, exchange: &str) -> anyhow::Result<lapin::Consumer> {
+    let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let q = ch.queue_declare("".into(), opts, FieldTable::default()).await?;
+    let name = q.name().as_str().to_owned();
+    ch.queue_bind(name.as_str().into(), exchange.into(), "*.results".into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    Ok(ch
+        .basic_consume(name.as_str().into(), "demo-tap".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?)
+}
+
+async fn publish(ch: &Channel, queue: &str, jobs: &[Job]) -> anyhow::Result<()> {
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    let mut confirms = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let body = serde_json::to_vec(job)?;
+        confirms.push(
+            ch.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, props.clone())
+                .await?,
+        );
+    }
+    for c in confirms {
+        c.await.context("RabbitMQ did not confirm a demo job")?;
+    }
+    Ok(())
+}
+
+async fn collect(mut tap: lapin::Consumer, total: usize, done: &AtomicUsize) -> Tally {
+    let mut tally = Tally::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while tally.finals < total {
+        let next = tokio::time::timeout_at(deadline, tap.next()).await;
+        let Ok(Some(Ok(delivery))) = next else {
+            eprintln!("\npushgate demo: stopped waiting for results");
+            break;
+        };
+        if let Ok(msg) = serde_json::from_slice::<ResultMessage>(&delivery.data) {
+            msg.results.iter().for_each(|e| tally.add(e));
+            done.store(tally.finals, Ordering::Relaxed);
+        }
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+    }
+    tally
+}
+
+/// Deletes the demo's queues and exchanges; a demo leaves nothing behind.
+async fn cleanup(ch: &Channel, amqp: &crate::config::AmqpConfig, retry: &RetryPolicy) {
+    let names = topology::names(amqp, retry);
+    for q in names.queues {
+        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    for x in names.exchanges {
+        let _ = ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+}
