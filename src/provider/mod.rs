@@ -5,3 +5,4 @@ pub mod apns;
 pub mod fcm;
 pub mod h2pool;
 pub mod tls;
+pub mod webpush;
