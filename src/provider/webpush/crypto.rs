@@ -236,16 +236,12 @@ mod tests {
     #[test]
     fn rfc8291_example_encrypts_byte_for_byte() {
         let key = agreement_key_from_scalar(&scalar(AS_PRIVATE)).unwrap();
-        assert_eq!(key.compute_public_key().unwrap().as_ref(), &d(AS_PUBLIC)[..]);
+        assert_eq!(
+            key.compute_public_key().unwrap().as_ref(),
+            &d(AS_PUBLIC)[..]
+        );
         let salt: [u8; 16] = d(SALT).try_into().unwrap();
-        let body = encrypt(
-            PLAINTEXT.as_bytes(),
-            &d(UA_PUBLIC),
-            &d(AUTH),
-            key,
-            &salt,
-        )
-        .unwrap();
+        let body = encrypt(PLAINTEXT.as_bytes(), &d(UA_PUBLIC), &d(AUTH), key, &salt).unwrap();
         assert_eq!(B64.encode(&body), BODY);
     }
 

@@ -141,8 +141,12 @@ fn urgency(p: Priority) -> &'static str {
 }
 
 fn key(value: &str, what: &str) -> Result<Vec<u8>, Refused> {
-    B64.decode(value.trim_end_matches('='))
-        .map_err(|_| Refused::new(Code::BrowserUnsubscribed, format!("keys.{what} is not base64url")))
+    B64.decode(value.trim_end_matches('=')).map_err(|_| {
+        Refused::new(
+            Code::BrowserUnsubscribed,
+            format!("keys.{what} is not base64url"),
+        )
+    })
 }
 
 /// Encrypts the payload for `sub`. Too large → PayloadTooLarge; unusable

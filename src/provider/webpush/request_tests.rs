@@ -37,7 +37,10 @@ fn targets_split_origin_audience_and_path() {
     assert_eq!(t.audience, "https://127.0.0.1:4444");
     assert_eq!(t.path, "/gone/x?y=1");
     let t = target("https://[::1]:4444").unwrap();
-    assert_eq!((t.audience.as_str(), t.path.as_str()), ("https://[::1]:4444", "/"));
+    assert_eq!(
+        (t.audience.as_str(), t.path.as_str()),
+        ("https://[::1]:4444", "/")
+    );
     assert!(target("http://x/y").is_err());
     assert!(target("https://user@x/y").is_err());
 }
