@@ -74,7 +74,7 @@ async fn decrypted_payload_is_what_the_job_asked_for() {
     let sim = simulator().await;
     let p = provider("vapid-dev.p8");
     let sub = sim.subscribe("ok");
-    let j = job(&[sub.clone()]);
+    let j = job(std::slice::from_ref(&sub));
     let out = p.send(&j, 0, 1).await;
     assert!(out.is_delivered(), "{out:?}");
     assert_eq!(out.provider_status, Some(201));

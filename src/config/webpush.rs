@@ -122,6 +122,50 @@ mod tests {
         assert!(!valid_subject("mailto:a b@c"));
     }
 
+    fn load(toml: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        crate::config::load_str(toml, &base, Vec::new())
+    }
+
+    #[test]
+    fn section_loads_with_defaults() {
+        let cfg = load(
+            "[apps.web.webpush]\nvapid_key_file = \"dev/vapid-dev.p8\"\nsubject = \"mailto:a@b.c\"\nca_file = \"dev/ca.pem\"",
+        )
+        .unwrap();
+        let w = cfg.apps["web"].webpush.as_ref().unwrap();
+        assert_eq!(w.subject, "mailto:a@b.c");
+        assert_eq!(w.token_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(w.connection.extra_ca.len(), 1);
+        assert!(cfg.apps["web"].apns.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let err = load(
+            "[apps.web.webpush]\nsubject = \"ops@example.com\"\ntoken_ttl_secs = 90000\nendpoint = \"https://x\"",
+        )
+        .unwrap_err()
+        .problems
+        .join("\n");
+        for want in [
+            "apps.web.webpush.endpoint: unknown key",
+            "apps.web.webpush.vapid_key_file: missing",
+            "apps.web.webpush.subject: \"ops@example.com\" is not a VAPID contact",
+            "apps.web.webpush.token_ttl_secs: 90000 is out of range",
+        ] {
+            assert!(err.contains(want), "no {want:?} in\n{err}");
+        }
+        let err = load(
+            "[apps.web.webpush]\nvapid_key_file = \"dev/sim.pem\"\nsubject = \"https://x.example\"",
+        )
+        .unwrap_err()
+        .problems
+        .join("\n");
+        assert!(err.contains("apps.web.webpush.vapid_key_file: "), "{err}");
+        assert!(err.contains("PKCS#8"), "{err}");
+    }
+
     #[test]
     fn vapid_key_must_be_p256_pkcs8() {
         let dev = |n: &str| format!("{}/config/dev/{n}", env!("CARGO_MANIFEST_DIR"));

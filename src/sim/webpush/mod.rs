@@ -261,13 +261,10 @@ async fn serve_stream(
     }
     let Ok(resp) = resp.body(()) else { return };
     let body = reason.map(|r| Bytes::from(serde_json::json!({ "reason": r }).to_string()));
-    match respond.send_response(resp, body.is_none()) {
-        Ok(mut stream) => {
-            if let Some(b) = body {
-                let _ = stream.send_data(b, true);
-            }
+    if let Ok(mut stream) = respond.send_response(resp, body.is_none()) {
+        if let Some(b) = body {
+            let _ = stream.send_data(b, true);
         }
-        Err(_) => {}
     }
 }
 
