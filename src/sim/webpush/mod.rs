@@ -288,15 +288,8 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8], too_large: b
         Err(r) => return (r.status, vec![], Some(r.reason)),
     };
     let path = parts.uri.path().to_owned();
-    match path.split('/').nth(1).unwrap_or("") {
-        "gone" => return (410, vec![], Some("Gone")),
-        "notfound" => return (404, vec![], Some("NotFound")),
-        "busy" => {
-            let h = vec![("retry-after", BUSY_RETRY_AFTER.to_string())];
-            return (429, h, Some("TooManyRequests"));
-        }
-        "down" => return (503, vec![], Some("ServiceUnavailable")),
-        _ => {}
+    if let Some(scripted) = scripted(&path) {
+        return scripted;
     }
     let Some(ttl) = header("ttl").and_then(|t| t.parse::<u64>().ok()) else {
         return (400, vec![], Some("MissingTtl"));
@@ -323,6 +316,43 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8], too_large: b
     let Ok(payload) = keys.decrypt(body) else {
         return (400, vec![], Some("DecryptionFailed"));
     };
+    record(
+        state,
+        path,
+        payload,
+        body,
+        ttl,
+        topic,
+        header("urgency"),
+        vapid,
+    )
+}
+
+/// The answer the endpoint path asks for, if any.
+fn scripted(path: &str) -> Option<Answer> {
+    Some(match path.split('/').nth(1).unwrap_or("") {
+        "gone" => (410, vec![], Some("Gone")),
+        "notfound" => (404, vec![], Some("NotFound")),
+        "busy" => {
+            let h = vec![("retry-after", BUSY_RETRY_AFTER.to_string())];
+            (429, h, Some("TooManyRequests"))
+        }
+        "down" => (503, vec![], Some("ServiceUnavailable")),
+        _ => return None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    state: &State,
+    path: String,
+    payload: Vec<u8>,
+    body: &[u8],
+    ttl: u64,
+    topic: Option<String>,
+    urgency: Option<&str>,
+    vapid: vapid::Vapid,
+) -> Answer {
     let id = state
         .next_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -335,7 +365,7 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8], too_large: b
         payload,
         body: body.to_vec(),
         ttl,
-        urgency: header("urgency").map(str::to_owned),
+        urgency: urgency.map(str::to_owned),
         topic,
         vapid,
     });
