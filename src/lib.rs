@@ -18,11 +18,19 @@
 //!   from provider answers to codes.
 //! - [`provider`]: the HTTP/2 pool and one module per provider (APNs, FCM).
 //! - [`sim`]: protocol-faithful APNs and FCM simulators for tests, demo and load tests.
+//! - [`ingest`]: the RabbitMQ side: topology, consumers, batched acks, retries, dead-lettering.
+//! - [`dispatch`]: fans a job's recipients out to a [`dispatch::Deliver`] within bounds and classifies outcomes.
+//! - [`report`]: the result and token-feedback messages.
+//! - [`app`]: wiring and lifecycle of the daemon (`pushgate run`), reconnects, shutdown.
 //! - [`cmd`]: the CLI sub-commands that are not the daemon (`check-config`, `send`, `simulate`).
 
+pub mod app;
 pub mod cmd;
 pub mod config;
+pub mod dispatch;
+pub mod ingest;
 pub mod job;
 pub mod outcome;
 pub mod provider;
+pub mod report;
 pub mod sim;

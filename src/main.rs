@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The daemon: consume send jobs from RabbitMQ, deliver, publish results.
+    Run(cmd::run::Args),
     /// Parse and validate a config, load every key, report each app.
     CheckConfig(cmd::check_config::Args),
     /// Send one notification from the terminal and print the outcome.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => cmd::run::run(args).await,
             Command::CheckConfig(args) => cmd::check_config::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,

@@ -21,6 +21,10 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub apps: BTreeMap<String, AppSection>,
+    #[serde(default)]
+    pub amqp: super::amqp::RawAmqp,
+    #[serde(default)]
+    pub daemon: super::amqp::RawDaemon,
 }
 
 /// `[log]`

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::file::{self, FileConfig, LogSection, Override};
-use super::{AppConfig, Config, LogConfig};
+use super::{AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig};
 
 /// Everything wrong with a config, one clear message per problem.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +199,24 @@ fn build(raw: FileConfig, ctx: &mut Ctx) -> Config {
         let app = build_app(&name, section, ctx);
         apps.insert(name, Arc::new(app));
     }
-    Config { apps, log }
+    let amqp = raw.amqp.into_typed().unwrap_or_else(|problems| {
+        for p in problems {
+            ctx.problem("amqp", p);
+        }
+        AmqpConfig::default()
+    });
+    let daemon = raw.daemon.into_typed().unwrap_or_else(|problems| {
+        for p in problems {
+            ctx.problem("daemon", p);
+        }
+        DaemonConfig::default()
+    });
+    Config {
+        apps,
+        log,
+        amqp,
+        daemon,
+    }
 }
 
 fn build_log(raw: LogSection, ctx: &mut Ctx) -> LogConfig {

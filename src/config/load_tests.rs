@@ -136,7 +136,7 @@ service_account_file = "dev/fcm-service-account.json"
 bogus = 1
 [apps."bad name"]
 [amqp]
-url = "amqp://x"
+url = "http://x"
 "#;
     let p = problems(text, &[]);
     let expect = [
@@ -144,7 +144,7 @@ url = "amqp://x"
         "log.colour: unknown key",
         "apps.shop.apns.conections: unknown key",
         "apps.shop.fcm.bogus: unknown key",
-        "amqp: unknown key (expected `log` or `apps`)",
+        "amqp: amqp.url must start with amqp:// or amqps://",
         "apps.shop.apns.team_id: \"devteam1\" is not an Apple Team ID",
         "apps.shop.apns.key_file: cannot read",
         "apps.shop.apns.endpoint: endpoint \"http://127.0.0.1:2197\" must start with https://",

@@ -6,6 +6,7 @@
 //! that nothing starts on a config that cannot work. Secrets live in
 //! [`Secret`], whose `Debug` prints `***`.
 
+pub mod amqp;
 pub mod file;
 pub mod load;
 pub mod providers;
@@ -231,6 +232,10 @@ pub struct Config {
     /// Sections owned by later features (amqp, admin, throttle, ...) are added
     /// here as they land; `file` rejects keys nobody reads.
     pub log: LogConfig,
+    /// The `[amqp]` section: broker, topology names, retry ladder.
+    pub amqp: AmqpConfig,
+    /// The `[daemon]` section: in-flight bound and drain deadline.
+    pub daemon: DaemonConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +244,70 @@ pub struct LogConfig {
     pub format: String,
     /// Default filter when `RUST_LOG` is not set.
     pub level: String,
+}
+
+/// How input queues are declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+/// One input queue the daemon consumes send jobs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputQueue {
+    pub name: String,
+    /// Unacked jobs per consumer channel (`basic.qos`): bounds memory.
+    pub prefetch: u16,
+    /// Share of `daemon.max_in_flight` reserved for this queue, so that a
+    /// transactional queue is served while a campaign fills the bulk queue.
+    pub weight: u32,
+    /// Consumer channels on this queue, each with `prefetch`.
+    pub consumers: u16,
+}
+
+/// The retry ladder: delay queues `<queue_prefix><label>` with a per-queue
+/// TTL, dead-lettered back to the input queue the job came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Headers exchange routing retries to the delay queue of their delay.
+    pub exchange: String,
+    pub queue_prefix: String,
+    /// Delay queues, ascending.
+    pub delays: Vec<Duration>,
+    /// Delivery attempts per recipient, the first included.
+    pub max_attempts: u32,
+    /// First backoff step (doubles each attempt, capped by the longest delay).
+    pub base: Duration,
+    /// Relative jitter applied to the backoff, 0.0..=1.0.
+    pub jitter: f64,
+}
+
+/// The `[amqp]` section, validated.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// Broker URL; holds the password, hence a secret.
+    pub url: Secret<String>,
+    pub heartbeat: Duration,
+    pub connection_name: String,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub queue_type: QueueType,
+    pub inputs: Vec<InputQueue>,
+    pub retry: RetryConfig,
+    pub dead_queue: String,
+    pub results_exchange: String,
+    /// Publish only the results of recipients that were not delivered.
+    pub results_undelivered_only: bool,
+}
+
+/// The `[daemon]` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Provider deliveries in flight at once, over all input queues.
+    pub max_in_flight: usize,
+    /// On shutdown, how long in-flight jobs may finish before the rest is requeued.
+    pub drain_timeout: Duration,
 }
 
 #[cfg(test)]

@@ -22,9 +22,8 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::PrivatePkcs8KeyDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,8 +41,6 @@ pub const MAX_BODY: usize = 4096;
 /// Recorded messages kept (oldest dropped first).
 const RECORD_CAP: usize = 10_000;
 
-const SIM_CERT_PEM: &str = include_str!("../../../config/dev/sim.pem");
-const SIM_KEY_PEM: &str = include_str!("../../../config/dev/sim.key");
 /// The dev VAPID key (`config/dev/vapid-dev.p8`), trusted by default.
 pub const VAPID_DEV_P8: &str = include_str!("../../../config/dev/vapid-dev.p8");
 
@@ -158,30 +155,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The TLS config: the dev certificate (localhost, 127.0.0.1, ::1), ALPN h2.
-pub fn server_tls() -> io::Result<Arc<ServerConfig>> {
-    let err = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
-    let certs = CertificateDer::pem_slice_iter(SIM_CERT_PEM.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(SIM_KEY_PEM.as_bytes()).map_err(|e| err(e.to_string()))?;
-    let mut cfg =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| err(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| err(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(cfg))
-}
-
 /// Binds `addr` (use port 0 in tests) and serves until shut down.
 pub async fn start(addr: SocketAddr, opts: WebPushSimOptions) -> io::Result<WebPushSimHandle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(server_tls()?);
+    let acceptor = TlsAcceptor::from(super::dev::server_tls());
     let state = Arc::new(State {
         trusted: opts.trusted_keys,
         ..State::default()

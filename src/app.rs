@@ -1,0 +1,153 @@
+//! Wiring and lifecycle of the daemon: builds the dispatcher and queue
+//! permits, runs broker sessions with reconnect and backoff, owns shutdown.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::dispatch::{Deliver, Dispatcher};
+use crate::ingest::amqp::{queue_permits, session, Base};
+use crate::ingest::retry::RetryPolicy;
+
+/// What the daemon shows the outside (admin server, tests): readiness and
+/// counters. Counters only grow.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// True while consuming from a connected broker and not shutting down.
+    pub ready: AtomicBool,
+    /// Broker sessions that reached the consuming state.
+    pub sessions: AtomicU64,
+    pub jobs_received: AtomicU64,
+    /// Deliveries the broker flagged as redelivered.
+    pub jobs_redelivered: AtomicU64,
+    /// Jobs finished and acked (dead-lettered ones included).
+    pub jobs_acked: AtomicU64,
+    /// Jobs given back to the queue (drain deadline, refused confirms).
+    pub jobs_requeued: AtomicU64,
+    /// Messages sent to the dead queue (bad jobs, exhausted retries).
+    pub dead_lettered: AtomicU64,
+    /// Final (delivered or failed) result entries confirmed by the broker.
+    pub results_final: AtomicU64,
+    /// Recipients handed to a delay queue.
+    pub retries_published: AtomicU64,
+    /// `basic.ack` frames sent (each may ack many jobs).
+    pub ack_frames: AtomicU64,
+}
+
+impl Status {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains and returns `Ok`.
+/// Broker faults never end it: it reconnects with backoff.
+pub async fn run<D: Deliver>(
+    config: Config,
+    deliver: Arc<D>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    status: Arc<Status>,
+) -> anyhow::Result<()> {
+    config
+        .amqp
+        .url
+        .expose()
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?;
+    let amqp = Arc::new(config.amqp);
+    let retry = Arc::new(RetryPolicy::new(&amqp.retry));
+    let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight);
+    let base = Base {
+        dispatcher: Dispatcher::new(deliver, Arc::clone(&retry)),
+        apps: Arc::new(config.apps),
+        queues: amqp.inputs.iter().cloned().zip(permits).collect(),
+        amqp: Arc::clone(&amqp),
+        retry,
+        drain_timeout: config.daemon.drain_timeout,
+        status: Arc::clone(&status),
+    };
+    let (tx, rx) = watch::channel(false);
+    let flag = Arc::clone(&status);
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        flag.ready.store(false, Ordering::SeqCst);
+        let _ = tx.send(true);
+    });
+    reconnect_loop(&base, &rx).await;
+    watcher.abort();
+    status.ready.store(false, Ordering::SeqCst);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs sessions until shutdown; a lost session is retried with
+/// exponential backoff (reset once a session reached consuming).
+async fn reconnect_loop<D: Deliver>(base: &Base<D>, rx: &watch::Receiver<bool>) {
+    let (min, max) = (base.amqp.reconnect_min, base.amqp.reconnect_max);
+    let mut backoff = min;
+    loop {
+        let sessions_before = base.status.sessions.load(Ordering::Relaxed);
+        let Err(e) = session(base, rx).await else {
+            return;
+        };
+        if *rx.borrow() {
+            tracing::warn!(error = %e, "broker session ended during shutdown");
+            return;
+        }
+        if base.status.sessions.load(Ordering::Relaxed) != sessions_before {
+            backoff = min;
+        }
+        let wait = jittered(backoff);
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(error = %e, retry_in_ms = wait_ms, "broker session lost; reconnecting");
+        let mut stop = rx.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// `d` plus or minus 20 %.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.8 + 0.4 * fastrand::f64())
+}

@@ -1,0 +1,366 @@
+//! Raw serde structs of the `[amqp]` and `[daemon]` sections and their validation into typed config.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{AmqpConfig, DaemonConfig, InputQueue, QueueType, RetryConfig, Secret};
+
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2000;
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+const DEFAULT_DELAYS: [&str; 5] = ["1s", "5s", "30s", "2m", "10m"];
+
+/// `[amqp]` as written in the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAmqp {
+    pub url: String,
+    pub heartbeat: String,
+    pub connection_name: String,
+    pub reconnect_min: String,
+    pub reconnect_max: String,
+    /// `classic` or `quorum`.
+    pub queue_type: String,
+    pub inputs: Vec<RawInput>,
+    pub retry: RawRetry,
+    pub dead_queue: String,
+    pub results_exchange: String,
+    pub results_undelivered_only: bool,
+}
+
+impl Default for RawAmqp {
+    fn default() -> Self {
+        RawAmqp {
+            url: DEFAULT_URL.into(),
+            heartbeat: "10s".into(),
+            connection_name: "pushgate".into(),
+            reconnect_min: "500ms".into(),
+            reconnect_max: "30s".into(),
+            queue_type: "classic".into(),
+            inputs: vec![RawInput::default()],
+            retry: RawRetry::default(),
+            dead_queue: "pushgate.dead".into(),
+            results_exchange: "pushgate.results".into(),
+            results_undelivered_only: false,
+        }
+    }
+}
+
+/// One `[[amqp.inputs]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInput {
+    pub name: String,
+    pub prefetch: u16,
+    pub weight: u32,
+    pub consumers: u16,
+}
+
+impl Default for RawInput {
+    fn default() -> Self {
+        RawInput {
+            name: "pushgate.jobs".into(),
+            prefetch: 16,
+            weight: 1,
+            consumers: 1,
+        }
+    }
+}
+
+/// `[amqp.retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    pub exchange: String,
+    pub queue_prefix: String,
+    pub delays: Vec<String>,
+    pub max_attempts: u32,
+    /// First backoff step; defaults to the shortest delay.
+    pub base: Option<String>,
+    pub jitter: f64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            exchange: "pushgate.retry".into(),
+            queue_prefix: "pushgate.retry.".into(),
+            delays: DEFAULT_DELAYS.iter().map(|d| (*d).to_owned()).collect(),
+            max_attempts: 5,
+            base: None,
+            jitter: 0.3,
+        }
+    }
+}
+
+/// `[daemon]` as written in the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDaemon {
+    pub max_in_flight: usize,
+    pub drain_timeout: String,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            drain_timeout: "25s".into(),
+        }
+    }
+}
+
+fn duration(key: &str, value: &str, problems: &mut Vec<String>) -> Duration {
+    match humantime::parse_duration(value) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(format!("{key}: {value:?} is not a duration ({e})"));
+            Duration::ZERO
+        }
+    }
+}
+
+fn non_empty(key: &str, value: &str, problems: &mut Vec<String>) {
+    if value.is_empty() {
+        problems.push(format!("{key} must not be empty"));
+    }
+}
+
+impl RawAmqp {
+    /// Validates into [`AmqpConfig`]; every problem is listed.
+    pub fn into_typed(self) -> Result<AmqpConfig, Vec<String>> {
+        let mut p = Vec::new();
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            p.push("amqp.url must start with amqp:// or amqps://".to_owned());
+        }
+        let heartbeat = duration("amqp.heartbeat", &self.heartbeat, &mut p);
+        if heartbeat.as_secs() > u64::from(u16::MAX) {
+            p.push("amqp.heartbeat is too long".to_owned());
+        }
+        let reconnect_min = duration("amqp.reconnect_min", &self.reconnect_min, &mut p);
+        let reconnect_max = duration("amqp.reconnect_max", &self.reconnect_max, &mut p);
+        if reconnect_min.is_zero() || reconnect_max < reconnect_min {
+            p.push("amqp.reconnect_min must be > 0 and <= amqp.reconnect_max".to_owned());
+        }
+        let queue_type = match self.queue_type.as_str() {
+            "classic" => QueueType::Classic,
+            "quorum" => QueueType::Quorum,
+            other => {
+                p.push(format!(
+                    "amqp.queue_type: {other:?} is not classic or quorum"
+                ));
+                QueueType::Classic
+            }
+        };
+        let inputs = inputs(self.inputs, &mut p);
+        let retry = self.retry.into_typed(&mut p);
+        non_empty("amqp.dead_queue", &self.dead_queue, &mut p);
+        non_empty("amqp.results_exchange", &self.results_exchange, &mut p);
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(AmqpConfig {
+            url: Secret::new(self.url),
+            heartbeat,
+            connection_name: self.connection_name,
+            reconnect_min,
+            reconnect_max,
+            queue_type,
+            inputs,
+            retry,
+            dead_queue: self.dead_queue,
+            results_exchange: self.results_exchange,
+            results_undelivered_only: self.results_undelivered_only,
+        })
+    }
+}
+
+fn inputs(raw: Vec<RawInput>, p: &mut Vec<String>) -> Vec<InputQueue> {
+    if raw.is_empty() {
+        p.push("amqp.inputs must name at least one input queue".to_owned());
+    }
+    let mut out: Vec<InputQueue> = Vec::with_capacity(raw.len());
+    for r in raw {
+        non_empty("amqp.inputs.name", &r.name, p);
+        if out.iter().any(|q| q.name == r.name) {
+            p.push(format!("amqp.inputs: queue {:?} is listed twice", r.name));
+        }
+        if r.prefetch == 0 || r.weight == 0 || r.consumers == 0 {
+            p.push(format!(
+                "amqp.inputs {:?}: prefetch, weight and consumers must be >= 1",
+                r.name
+            ));
+        }
+        out.push(InputQueue {
+            name: r.name,
+            prefetch: r.prefetch,
+            weight: r.weight,
+            consumers: r.consumers,
+        });
+    }
+    out
+}
+
+impl RawRetry {
+    fn into_typed(self, p: &mut Vec<String>) -> RetryConfig {
+        let mut delays: Vec<Duration> = self
+            .delays
+            .iter()
+            .map(|d| duration("amqp.retry.delays", d, p))
+            .collect();
+        delays.sort();
+        delays.dedup();
+        if delays.is_empty() || delays.iter().any(|d| d.as_millis() == 0) {
+            p.push("amqp.retry.delays must list at least one delay >= 1ms".to_owned());
+        }
+        let base = match &self.base {
+            Some(b) => duration("amqp.retry.base", b, p),
+            None => delays.first().copied().unwrap_or(Duration::from_secs(1)),
+        };
+        if self.max_attempts == 0 {
+            p.push("amqp.retry.max_attempts must be >= 1".to_owned());
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            p.push("amqp.retry.jitter must be within 0.0..=1.0".to_owned());
+        }
+        non_empty("amqp.retry.exchange", &self.exchange, p);
+        non_empty("amqp.retry.queue_prefix", &self.queue_prefix, p);
+        RetryConfig {
+            exchange: self.exchange,
+            queue_prefix: self.queue_prefix,
+            delays,
+            max_attempts: self.max_attempts,
+            base,
+            jitter: self.jitter,
+        }
+    }
+}
+
+impl RawDaemon {
+    /// Validates into [`DaemonConfig`].
+    pub fn into_typed(self) -> Result<DaemonConfig, Vec<String>> {
+        let mut p = Vec::new();
+        let drain_timeout = duration("daemon.drain_timeout", &self.drain_timeout, &mut p);
+        if self.max_in_flight == 0 {
+            p.push("daemon.max_in_flight must be >= 1".to_owned());
+        }
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(DaemonConfig {
+            max_in_flight: self.max_in_flight,
+            drain_timeout,
+        })
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        let retry = RawRetry::default();
+        let delays: Vec<Duration> = retry
+            .delays
+            .iter()
+            .filter_map(|d| humantime::parse_duration(d).ok())
+            .collect();
+        AmqpConfig {
+            url: Secret::new(DEFAULT_URL.to_owned()),
+            heartbeat: Duration::from_secs(10),
+            connection_name: "pushgate".into(),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            queue_type: QueueType::Classic,
+            inputs: vec![InputQueue {
+                name: "pushgate.jobs".into(),
+                prefetch: 16,
+                weight: 1,
+                consumers: 1,
+            }],
+            retry: RetryConfig {
+                exchange: retry.exchange,
+                queue_prefix: retry.queue_prefix,
+                base: delays.first().copied().unwrap_or(Duration::from_secs(1)),
+                delays,
+                max_attempts: retry.max_attempts,
+                jitter: retry.jitter,
+            },
+            dead_queue: "pushgate.dead".into(),
+            results_exchange: "pushgate.results".into(),
+            results_undelivered_only: false,
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_match_typed_defaults() {
+        let typed = RawAmqp::default().into_typed().unwrap();
+        let def = AmqpConfig::default();
+        assert_eq!(typed.inputs, def.inputs);
+        assert_eq!(typed.retry, def.retry);
+        assert_eq!(typed.retry.delays.len(), 5);
+        assert_eq!(typed.retry.base, Duration::from_secs(1));
+        assert_eq!(
+            RawDaemon::default().into_typed().unwrap(),
+            DaemonConfig::default()
+        );
+    }
+
+    #[test]
+    fn parses_toml_and_rejects_unknown_keys() {
+        let raw: RawAmqp = toml::from_str(
+            r#"
+            url = "amqp://u:p@h:5672/%2f"
+            queue_type = "quorum"
+            [[inputs]]
+            name = "tx"
+            prefetch = 4
+            weight = 3
+            [[inputs]]
+            name = "bulk"
+            [retry]
+            delays = ["30s", "200ms"]
+            "#,
+        )
+        .unwrap();
+        let c = raw.into_typed().unwrap();
+        assert_eq!(c.queue_type, QueueType::Quorum);
+        assert_eq!(c.inputs[0].weight, 3);
+        assert_eq!(c.inputs[1].prefetch, 16);
+        assert_eq!(
+            c.retry.delays,
+            vec![Duration::from_millis(200), Duration::from_secs(30)]
+        );
+        assert!(format!("{c:?}").contains("***"));
+        assert!(toml::from_str::<RawAmqp>("prefech = 3").is_err());
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let raw: RawAmqp = toml::from_str(
+            r#"
+            url = "http://x"
+            queue_type = "stream"
+            inputs = []
+            [retry]
+            delays = ["soon"]
+            jitter = 2.0
+            "#,
+        )
+        .unwrap();
+        let problems = raw.into_typed().unwrap_err();
+        assert!(problems.len() >= 5, "{problems:?}");
+    }
+}

@@ -1,0 +1,196 @@
+//! Batched acks per channel: settles the contiguous finished prefix of
+//! delivery tags with one `multiple=true` ack (or nack) per run.
+
+use std::collections::BTreeMap;
+
+/// How a finished delivery is settled with the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done: results (and retries / dead letters) are confirmed.
+    Ack,
+    /// Give it back to the queue (shutdown, unconfirmed publish).
+    Requeue,
+}
+
+/// One frame to send: settle `tag`, and with `multiple` every unsettled
+/// tag below it on the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settle {
+    pub tag: u64,
+    pub multiple: bool,
+    pub disposition: Disposition,
+}
+
+/// Delivery tags of one channel that are not yet settled with the broker.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    /// tag -> `None` while in flight, `Some` once finished.
+    outstanding: BTreeMap<u64, Option<Disposition>>,
+}
+
+impl AckTracker {
+    pub fn new() -> AckTracker {
+        AckTracker::default()
+    }
+
+    /// A delivery arrived.
+    pub fn received(&mut self, tag: u64) {
+        self.outstanding.insert(tag, None);
+    }
+
+    /// A delivery is finished; settle it with the next [`AckTracker::settle`].
+    pub fn finished(&mut self, tag: u64, disposition: Disposition) {
+        if let Some(slot) = self.outstanding.get_mut(&tag) {
+            *slot = Some(disposition);
+        }
+    }
+
+    /// Deliveries not yet settled (in flight or finished behind one in flight).
+    pub fn len(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
+    /// Marks every delivery still in flight as `Requeue` (end of drain);
+    /// returns how many there were.
+    pub fn requeue_unfinished(&mut self) -> usize {
+        let mut n = 0;
+        for slot in self.outstanding.values_mut().filter(|s| s.is_none()) {
+            *slot = Some(Disposition::Requeue);
+            n += 1;
+        }
+        n
+    }
+
+    /// The frames settling the finished prefix: one per run of equal
+    /// dispositions, each `multiple=true` up to the run's last tag. When
+    /// `blocked_limit` or more finished deliveries wait behind one still in
+    /// flight, they are settled one by one, so that a slow job at the head
+    /// never stalls the prefetch window.
+    pub fn settle(&mut self, blocked_limit: usize) -> Vec<Settle> {
+        let mut out: Vec<Settle> = Vec::new();
+        while let Some(entry) = self.outstanding.first_entry() {
+            let Some(disposition) = *entry.get() else {
+                break;
+            };
+            let tag = *entry.key();
+            entry.remove();
+            match out.last_mut() {
+                Some(last) if last.disposition == disposition => last.tag = tag,
+                _ => out.push(Settle {
+                    tag,
+                    multiple: true,
+                    disposition,
+                }),
+            }
+        }
+        let blocked = self.outstanding.values().filter(|d| d.is_some()).count();
+        if blocked > 0 && blocked >= blocked_limit {
+            self.outstanding.retain(|&tag, d| match d {
+                Some(disposition) => {
+                    out.push(Settle {
+                        tag,
+                        multiple: false,
+                        disposition: *disposition,
+                    });
+                    false
+                }
+                None => true,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Disposition::{Ack, Requeue};
+
+    fn multi(tag: u64, disposition: Disposition) -> Settle {
+        Settle {
+            tag,
+            multiple: true,
+            disposition,
+        }
+    }
+
+    fn single(tag: u64, disposition: Disposition) -> Settle {
+        Settle {
+            tag,
+            multiple: false,
+            disposition,
+        }
+    }
+
+    #[test]
+    fn acks_only_the_contiguous_prefix_in_one_frame() {
+        let mut t = AckTracker::new();
+        for tag in 1..=5 {
+            t.received(tag);
+        }
+        t.finished(2, Ack);
+        t.finished(3, Ack);
+        assert!(t.settle(9).is_empty(), "1 is still in flight");
+        t.finished(1, Ack);
+        assert_eq!(t.settle(9), vec![multi(3, Ack)]);
+        assert_eq!(t.len(), 2);
+        t.finished(5, Ack);
+        assert!(t.settle(9).is_empty());
+        t.finished(4, Ack);
+        assert_eq!(t.settle(9), vec![multi(5, Ack)]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn runs_of_requeues_are_separate_frames() {
+        let mut t = AckTracker::new();
+        for tag in 10..=15 {
+            t.received(tag);
+        }
+        t.finished(10, Ack);
+        t.finished(11, Requeue);
+        t.finished(13, Ack);
+        assert_eq!(t.requeue_unfinished(), 3);
+        assert_eq!(
+            t.settle(9),
+            vec![
+                multi(10, Ack),
+                multi(12, Requeue),
+                multi(13, Ack),
+                multi(15, Requeue),
+            ]
+        );
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_slow_head_does_not_stall_the_window() {
+        let mut t = AckTracker::new();
+        for tag in 1..=6 {
+            t.received(tag);
+        }
+        t.finished(2, Ack);
+        t.finished(3, Ack);
+        assert!(t.settle(3).is_empty(), "below the limit: wait for the head");
+        t.finished(5, Requeue);
+        assert_eq!(
+            t.settle(3),
+            vec![single(2, Ack), single(3, Ack), single(5, Requeue)]
+        );
+        t.finished(1, Ack);
+        t.finished(4, Ack);
+        assert_eq!(t.settle(3), vec![multi(4, Ack)]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn unknown_tags_are_ignored() {
+        let mut t = AckTracker::new();
+        t.finished(7, Ack);
+        assert!(t.settle(1).is_empty());
+    }
+}

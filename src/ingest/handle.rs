@@ -1,0 +1,329 @@
+//! Handles one received job: decode, dispatch, publish results / retries /
+//! dead letters, wait for the broker's confirms, and say how to settle it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lapin::message::Delivery;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, PublisherConfirm};
+use tokio::sync::Semaphore;
+
+use super::acks::Disposition;
+use super::decode::{decode, headers, BadJob, Decoded, JobHeaders};
+use super::IngestError;
+use crate::app::Status;
+use crate::config::{AmqpConfig, AppConfig};
+use crate::dispatch::{Deliver, Dispatcher, JobRun, Settled};
+use crate::job::Job;
+use crate::outcome::Status as EntryStatus;
+use crate::report::{self, EntryContext, ResultEntry, TokenEntry, TokenFeedback};
+
+/// What the job tasks of one broker session share.
+pub struct SessionCtx<D> {
+    pub dispatcher: Dispatcher<D>,
+    pub apps: Arc<BTreeMap<String, Arc<AppConfig>>>,
+    pub amqp: Arc<AmqpConfig>,
+    /// The publishing channel, in confirm mode.
+    pub publisher: Channel,
+    pub status: Arc<Status>,
+}
+
+/// The input queue a delivery came from, and its share of in-flight deliveries.
+pub struct QueueCtx {
+    pub name: String,
+    pub permits: Arc<Semaphore>,
+}
+
+const DETAIL_MAX: usize = 512;
+
+/// Handles one delivery to the point where it may be settled.
+pub async fn handle<D: Deliver>(
+    s: &SessionCtx<D>,
+    queue: &QueueCtx,
+    delivery: &Delivery,
+) -> Result<Disposition, IngestError> {
+    let h = read_headers(&delivery.properties);
+    match decode(&delivery.data, &h, &s.apps, SystemTime::now()) {
+        Decoded::Bad(bad) => handle_bad(s, queue, delivery, &h, bad).await,
+        Decoded::Run(run) => {
+            let settled = s.dispatcher.dispatch(&run, &queue.permits).await;
+            publish_settled(s, queue, &run, settled).await
+        }
+    }
+}
+
+async fn publish_settled<D: Deliver>(
+    s: &SessionCtx<D>,
+    queue: &QueueCtx,
+    run: &JobRun,
+    settled: Settled,
+) -> Result<Disposition, IngestError> {
+    let mut confirms = Vec::new();
+    let policy = s.dispatcher.retry_policy();
+    let mut retried = 0;
+    for (idx, recipients) in &settled.retries {
+        let mut h = carry(run, &queue.name, run.attempt + 1);
+        h.insert(headers::DELAY.into(), text(policy.label(*idx)));
+        let body = serde_json::to_vec(&sub_job(&run.job, recipients))?;
+        confirms.push(publish(s, &s.amqp.retry.exchange, &queue.name, &body, h).await?);
+        retried += recipients.len();
+    }
+    if !settled.exhausted.is_empty() {
+        let mut h = carry(run, &queue.name, run.attempt);
+        h.insert(headers::REASON.into(), text("max-attempts"));
+        let detail = format!("retries ran out after attempt {}", run.attempt);
+        h.insert(headers::DETAIL.into(), text(&detail));
+        let body = serde_json::to_vec(&sub_job(&run.job, &settled.exhausted))?;
+        confirms.push(publish(s, "", &s.amqp.dead_queue, &body, h).await?);
+    }
+    let finals = settled.entries.iter().filter(|e| e.is_final()).count();
+    publish_entries(s, &run.job.app, settled.entries, &mut confirms).await?;
+    let disposition = await_confirms(confirms).await?;
+    if disposition == Disposition::Ack {
+        let st = &s.status;
+        st.results_final.fetch_add(finals as u64, Ordering::Relaxed);
+        st.retries_published
+            .fetch_add(retried as u64, Ordering::Relaxed);
+        if !settled.exhausted.is_empty() {
+            st.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(disposition)
+}
+
+/// Result messages (chunks of 1000) and token feedback for `entries`.
+async fn publish_entries<D: Deliver>(
+    s: &SessionCtx<D>,
+    app: &str,
+    entries: Vec<ResultEntry>,
+    confirms: &mut Vec<PublisherConfirm>,
+) -> Result<(), IngestError> {
+    let tokens: Vec<TokenEntry> = entries.iter().filter_map(TokenEntry::from_entry).collect();
+    let entries: Vec<ResultEntry> = if s.amqp.results_undelivered_only {
+        entries
+            .into_iter()
+            .filter(|e| e.status != EntryStatus::Delivered)
+            .collect()
+    } else {
+        entries
+    };
+    let exchange = &s.amqp.results_exchange;
+    let key = report::results_key(app);
+    for msg in report::result_messages(app, entries) {
+        let body = serde_json::to_vec(&msg)?;
+        confirms.push(publish(s, exchange, &key, &body, FieldTable::default()).await?);
+    }
+    if !tokens.is_empty() {
+        let feedback = TokenFeedback {
+            app: app.to_owned(),
+            tokens,
+        };
+        let body = serde_json::to_vec(&feedback)?;
+        let key = report::token_key(app);
+        confirms.push(publish(s, exchange, &key, &body, FieldTable::default()).await?);
+    }
+    Ok(())
+}
+
+/// Bad input: failed results for the readable recipients, the message to
+/// the dead queue with the reason, then ack (never a crash, never a loop).
+async fn handle_bad<D: Deliver>(
+    s: &SessionCtx<D>,
+    queue: &QueueCtx,
+    delivery: &Delivery,
+    h: &JobHeaders,
+    bad: BadJob,
+) -> Result<Disposition, IngestError> {
+    tracing::warn!(queue = %queue.name, reason = bad.reason, job_id = %bad.job_id,
+        detail = %bad.detail, "bad job dead-lettered");
+    let ts = report::timestamp(SystemTime::now());
+    let ctx = EntryContext {
+        job_id: &bad.job_id,
+        campaign: bad.campaign.as_deref(),
+        attempt: h.attempt.unwrap_or(1),
+        ts: &ts,
+    };
+    let entries: Vec<ResultEntry> = bad
+        .recipients
+        .iter()
+        .map(|r| ResultEntry::local_failure(&ctx, r, bad.code, &bad.detail))
+        .collect();
+    let finals = entries.len();
+    let mut confirms = Vec::new();
+    if let Some(app) = &bad.app {
+        publish_entries(s, app, entries, &mut confirms).await?;
+    }
+    let mut dead = FieldTable::default();
+    dead.insert(headers::REASON.into(), text(bad.reason));
+    dead.insert(headers::DETAIL.into(), text(truncate(&bad.detail)));
+    dead.insert(headers::JOB_ID.into(), text(&bad.job_id));
+    dead.insert(headers::ORIGIN.into(), text(&queue.name));
+    confirms.push(publish(s, "", &s.amqp.dead_queue, &delivery.data, dead).await?);
+    let disposition = await_confirms(confirms).await?;
+    if disposition == Disposition::Ack {
+        s.status
+            .results_final
+            .fetch_add(finals as u64, Ordering::Relaxed);
+        s.status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(disposition)
+}
+
+async fn publish<D>(
+    s: &SessionCtx<D>,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    headers: FieldTable,
+) -> Result<PublisherConfirm, lapin::Error> {
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    s.publisher
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+}
+
+/// Ack when every publish is confirmed; requeue when the broker refused one.
+async fn await_confirms(confirms: Vec<PublisherConfirm>) -> Result<Disposition, IngestError> {
+    let mut disposition = Disposition::Ack;
+    for confirm in confirms {
+        if !confirm.await?.is_ack() {
+            disposition = Disposition::Requeue;
+        }
+    }
+    Ok(disposition)
+}
+
+/// The job with only `recipients` (by index), for a retry or dead letter.
+fn sub_job(job: &Job, recipients: &[usize]) -> Job {
+    let mut sub = job.clone();
+    sub.recipients = recipients
+        .iter()
+        .filter_map(|&i| job.recipients.get(i).cloned())
+        .collect();
+    sub
+}
+
+/// Headers a retry or dead letter carries on.
+fn carry(run: &JobRun, origin: &str, attempt: u32) -> FieldTable {
+    let mut h = FieldTable::default();
+    h.insert(
+        headers::ATTEMPT.into(),
+        AMQPValue::LongLongInt(i64::from(attempt)),
+    );
+    h.insert(headers::JOB_ID.into(), text(&run.job_id));
+    h.insert(
+        headers::FIRST_RECEIVED.into(),
+        AMQPValue::LongLongInt(epoch_ms(run.first_received)),
+    );
+    if let Some(e) = run.expires {
+        h.insert(headers::EXPIRES.into(), AMQPValue::LongLongInt(epoch_ms(e)));
+    }
+    h.insert(headers::ORIGIN.into(), text(origin));
+    h
+}
+
+fn epoch_ms(t: SystemTime) -> i64 {
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes()))
+}
+
+fn truncate(s: &str) -> &str {
+    if s.len() <= DETAIL_MAX {
+        return s;
+    }
+    let mut end = DETAIL_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The pushgate headers of a message.
+pub fn read_headers(props: &BasicProperties) -> JobHeaders {
+    let mut h = JobHeaders {
+        message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
+        ..JobHeaders::default()
+    };
+    let Some(table) = props.headers() else {
+        return h;
+    };
+    let map = table.inner();
+    let get = |k: &str| map.get(k);
+    h.attempt = get(headers::ATTEMPT)
+        .and_then(int)
+        .and_then(|v| u32::try_from(v).ok());
+    h.job_id = get(headers::JOB_ID).and_then(string);
+    h.first_received_ms = get(headers::FIRST_RECEIVED).and_then(int);
+    h.expires_ms = get(headers::EXPIRES).and_then(int);
+    h
+}
+
+fn int(v: &AMQPValue) -> Option<u64> {
+    let n: i128 = match v {
+        AMQPValue::ShortShortInt(n) => (*n).into(),
+        AMQPValue::ShortShortUInt(n) => (*n).into(),
+        AMQPValue::ShortInt(n) => (*n).into(),
+        AMQPValue::ShortUInt(n) => (*n).into(),
+        AMQPValue::LongInt(n) => (*n).into(),
+        AMQPValue::LongUInt(n) => (*n).into(),
+        AMQPValue::LongLongInt(n) => (*n).into(),
+        AMQPValue::Timestamp(n) => (*n).into(),
+        _ => return None,
+    };
+    u64::try_from(n).ok()
+}
+
+fn string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_through_carry() {
+        let job: Job = serde_json::from_str(
+            r#"{"app":"shop","recipients":[{"platform":"fcm","token":"a"},{"platform":"fcm","token":"b"}]}"#,
+        )
+        .unwrap();
+        let run = JobRun {
+            job: Arc::new(job),
+            job_id: "j-9".into(),
+            attempt: 1,
+            first_received: UNIX_EPOCH + std::time::Duration::from_millis(5_000),
+            expires: Some(UNIX_EPOCH + std::time::Duration::from_millis(65_000)),
+        };
+        let props = BasicProperties::default().with_headers(carry(&run, "q", 2));
+        let h = read_headers(&props);
+        assert_eq!(h.attempt, Some(2));
+        assert_eq!(h.job_id.as_deref(), Some("j-9"));
+        assert_eq!(h.first_received_ms, Some(5_000));
+        assert_eq!(h.expires_ms, Some(65_000));
+        let sub = sub_job(&run.job, &[1]);
+        assert_eq!(sub.recipients.len(), 1);
+        assert_eq!(sub.recipients[0].token.as_ref().unwrap().as_str(), "b");
+        assert_eq!(truncate(&"é".repeat(400)).len(), 512);
+    }
+}

@@ -1,0 +1,24 @@
+//! The RabbitMQ side of the daemon: topology, consumers, batched acks,
+//! retries through delay queues and dead-lettering.
+
+pub mod acks;
+pub mod amqp;
+pub mod decode;
+pub mod handle;
+pub mod retry;
+pub mod topology;
+
+/// Why a broker session ends other than by shutdown; the daemon reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("encoding a message: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("consumer on {0} was closed")]
+    ConsumerClosed(String),
+    #[error("connecting to the broker timed out")]
+    ConnectTimeout,
+    #[error("a job task failed: {0}")]
+    Task(String),
+}

@@ -1,0 +1,418 @@
+//! The TLS + HTTP/2 server loop shared by both simulators: accept, per-connection
+//! stream limits, per-stream dispatch to a handler, GOAWAY, stats, shutdown.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use super::frames::{FrameCtl, FrameRewriter};
+use super::jwt::cert_uid;
+use super::stats::{ReceivedRequest, SimStats};
+
+/// The initial stream window; re-announcing it is how a new SETTINGS is provoked.
+const INITIAL_WINDOW: u32 = 65_535;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running simulator. Dropping the handle leaves it running until the
+/// runtime stops; [`SimHandle::shutdown`] stops it and frees the port.
+#[derive(Debug)]
+pub struct SimHandle {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Live counters and the recent-request log.
+    pub stats: Arc<SimStats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// Closes the listener and every connection (abruptly, like a crash), and
+    /// waits until the port can be bound again.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// A request as handed to a simulator's handler.
+#[derive(Debug)]
+pub(crate) struct SimRequest {
+    pub method: Method,
+    pub path: String,
+    /// `:authority` (host[:port]), if sent.
+    pub authority: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Total body length as received (`body` holds at most the server's cap).
+    pub body_len: usize,
+}
+
+/// A handler's answer.
+#[derive(Debug)]
+pub(crate) struct SimReply {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// Commands from stream tasks to their connection's task.
+#[derive(Debug)]
+enum ConnCmd {
+    Raise,
+    GoAway(Bytes),
+}
+
+/// Per-connection context visible to handlers.
+#[derive(Debug)]
+pub(crate) struct ConnCtx<S> {
+    /// 1-based connection number.
+    pub id: u64,
+    /// A verified client certificate was presented.
+    pub has_client_cert: bool,
+    /// The UID (topic) of the client certificate, if any.
+    pub client_cert_uid: Option<String>,
+    /// Handler-specific state.
+    pub state: S,
+    raised: AtomicBool,
+    goaway_sent: AtomicBool,
+    active: AtomicU64,
+    requests: AtomicU64,
+    cmds: mpsc::UnboundedSender<ConnCmd>,
+}
+
+impl<S> ConnCtx<S> {
+    /// Lifts the 1-stream phase (no-op when already lifted).
+    pub fn raise_streams(&self) {
+        if !self.raised.swap(true, Ordering::AcqRel) {
+            let _ = self.cmds.send(ConnCmd::Raise);
+        }
+    }
+
+    /// Sends GOAWAY(NO_ERROR) with `debug` and closes after in-flight streams (once).
+    pub fn go_away(&self, debug: Bytes) {
+        if !self.goaway_sent.swap(true, Ordering::AcqRel) {
+            let _ = self.cmds.send(ConnCmd::GoAway(debug));
+        }
+    }
+
+    /// Counts a request on this connection; returns the new count.
+    pub fn count_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// What a simulator plugs into the shared server.
+pub(crate) trait Handler: Send + Sync + 'static {
+    type Conn: Send + Sync + 'static;
+    fn new_conn(&self) -> Self::Conn;
+    fn stats(&self) -> &Arc<SimStats>;
+    fn handle(
+        self: Arc<Self>,
+        req: SimRequest,
+        conn: Arc<ConnCtx<Self::Conn>>,
+    ) -> impl Future<Output = SimReply> + Send;
+}
+
+/// Transport settings of one simulator.
+#[derive(Clone)]
+pub(crate) struct ServerSetup {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub max_streams: u32,
+    /// Start connections without a client certificate at 1 stream.
+    pub start_low: bool,
+    /// Bodies are read up to this many bytes (the rest is counted, not kept).
+    pub max_body: usize,
+    /// Keep received requests in `SimStats::recent`.
+    pub record: bool,
+}
+
+/// Binds `addr` and serves `handler` until [`SimHandle::shutdown`].
+pub(crate) async fn serve<H: Handler>(
+    addr: SocketAddr,
+    setup: ServerSetup,
+    handler: Arc<H>,
+) -> io::Result<SimHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let stats = handler.stats().clone();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(accept_loop(listener, setup, handler, stop_rx));
+    Ok(SimHandle {
+        addr,
+        stats,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    setup: ServerSetup,
+    handler: Arc<H>,
+    stop_rx: oneshot::Receiver<()>,
+) {
+    let stop = async {
+        if stop_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(stop);
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                if let Ok((tcp, _)) = accepted {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(serve_conn(tcp, setup.clone(), handler.clone()));
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+}
+
+async fn serve_conn<H: Handler>(tcp: TcpStream, setup: ServerSetup, handler: Arc<H>) {
+    let acceptor = TlsAcceptor::from(setup.tls.clone());
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!("simulator TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let client_cert_uid = cert.and_then(|c| cert_uid(c));
+    let has_client_cert = cert.is_some();
+    let ctl = Arc::new(FrameCtl::default());
+    let start_low = setup.start_low && !has_client_cert;
+    if start_low {
+        ctl.initial_streams.store(1, Ordering::Release);
+    }
+    let io = FrameRewriter::new(tls, ctl.clone());
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(setup.max_streams)
+        .initial_window_size(INITIAL_WINDOW)
+        .max_frame_size(16_384)
+        .max_header_list_size(8_000)
+        .header_table_size(4_096);
+    let conn = match builder.handshake::<_, Bytes>(io).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("simulator h2 handshake failed: {e}");
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(ConnCtx {
+        id: handler.stats().open_connection(),
+        has_client_cert,
+        client_cert_uid,
+        state: handler.new_conn(),
+        raised: AtomicBool::new(!start_low),
+        goaway_sent: AtomicBool::new(false),
+        active: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        cmds: tx,
+    });
+    drive_conn(conn, rx, ctl, ctx, setup, handler).await;
+}
+
+type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
+enum Event {
+    Accepted(Box<Accepted>),
+    Cmd(ConnCmd),
+    Retry,
+}
+
+type H2Conn =
+    h2::server::Connection<FrameRewriter<tokio_rustls::server::TlsStream<TcpStream>>, Bytes>;
+
+async fn drive_conn<H: Handler>(
+    mut conn: H2Conn,
+    mut rx: mpsc::UnboundedReceiver<ConnCmd>,
+    ctl: Arc<FrameCtl>,
+    ctx: Arc<ConnCtx<H::Conn>>,
+    setup: ServerSetup,
+    handler: Arc<H>,
+) {
+    let mut retry: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(Some(cmd)) = rx.poll_recv(cx) {
+                return Poll::Ready(Event::Cmd(cmd));
+            }
+            if let Some(sleep) = retry.as_mut() {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Retry);
+                }
+            }
+            conn.poll_accept(cx).map(|a| Event::Accepted(Box::new(a)))
+        })
+        .await;
+        match event {
+            Event::Cmd(ConnCmd::Raise) | Event::Retry => {
+                ctl.raise_to.store(setup.max_streams, Ordering::Release);
+                // Fails while an earlier SETTINGS awaits its ACK: try again soon.
+                retry = match conn.set_initial_window_size(INITIAL_WINDOW) {
+                    Ok(()) => None,
+                    Err(_) => Some(Box::pin(tokio::time::sleep(Duration::from_millis(5)))),
+                };
+            }
+            Event::Cmd(ConnCmd::GoAway(debug)) => {
+                if let Ok(mut slot) = ctl.goaway_debug.lock() {
+                    *slot = Some(debug);
+                }
+                handler.stats().count_goaway();
+                conn.graceful_shutdown();
+            }
+            Event::Accepted(accepted) => match *accepted {
+                Some(Ok((req, respond))) => start_stream(req, respond, &ctx, &setup, &handler),
+                Some(Err(e)) => {
+                    tracing::debug!("simulator connection ended: {e}");
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+}
+
+/// Refuses the stream in the 1-stream phase when one is already open, else spawns it.
+fn start_stream<H: Handler>(
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    ctx: &Arc<ConnCtx<H::Conn>>,
+    setup: &ServerSetup,
+    handler: &Arc<H>,
+) {
+    let raised = ctx.raised.load(Ordering::Acquire);
+    if !raised && ctx.active.load(Ordering::Acquire) >= 1 {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        handler.stats().count_refused();
+        return;
+    }
+    let active = ctx.active.fetch_add(1, Ordering::AcqRel) + 1;
+    handler.stats().note_streams(ctx.id, active);
+    let guard = ActiveGuard(ctx.clone());
+    let record = setup.record;
+    let max_body = setup.max_body;
+    let handler = handler.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        run_stream(req, respond, handler, _guard.0.clone(), max_body, record).await;
+    });
+}
+
+struct ActiveGuard<S>(Arc<ConnCtx<S>>);
+
+impl<S> Drop for ActiveGuard<S> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn run_stream<H: Handler>(
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    handler: Arc<H>,
+    ctx: Arc<ConnCtx<H::Conn>>,
+    max_body: usize,
+    record: bool,
+) {
+    let (parts, body) = req.into_parts();
+    let (body, body_len) = read_body(body, max_body).await;
+    let request = SimRequest {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        authority: parts.uri.authority().map(|a| a.to_string()),
+        headers: parts.headers,
+        body_len,
+        body,
+    };
+    let stats = handler.stats().clone();
+    stats.count_request();
+    let received = record.then(|| received(&request, ctx.id));
+    let reply = handler.handle(request, ctx).await;
+    stats.count_status(reply.status);
+    if let Some(mut r) = received {
+        r.status = reply.status;
+        stats.record(r);
+    }
+    send_reply(&mut respond, reply);
+}
+
+fn received(req: &SimRequest, connection: u64) -> ReceivedRequest {
+    ReceivedRequest {
+        connection,
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        headers: req
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: req.body.clone(),
+        status: 0,
+    }
+}
+
+/// Reads the whole body, keeping at most `max` bytes; returns (kept, total length).
+async fn read_body(mut body: RecvStream, max: usize) -> (Bytes, usize) {
+    let mut kept = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = body.data().await {
+        let Ok(chunk) = chunk else { break };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let contiguous = kept.len() == total;
+        total += chunk.len();
+        if contiguous && kept.len() + chunk.len() <= max {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    (kept.freeze(), total)
+}
+
+fn send_reply(respond: &mut SendResponse<Bytes>, reply: SimReply) {
+    let mut response = Response::builder().status(reply.status);
+    for (name, value) in reply.headers {
+        response = response.header(name, value);
+    }
+    let Ok(response) = response.body(()) else {
+        respond.send_reset(Reason::INTERNAL_ERROR);
+        return;
+    };
+    let end = reply.body.is_empty();
+    match respond.send_response(response, end) {
+        Ok(mut stream) if !end => {
+            let _ = stream.send_data(reply.body, true);
+        }
+        _ => {}
+    }
+}

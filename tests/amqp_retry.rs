@@ -1,0 +1,107 @@
+//! Retries through the delay queues of the real RabbitMQ: attempt 2, expiry, max attempts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod amqp_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_support::{job, Harness, Scripted};
+use pushgate::outcome::{Code, Status};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_recipient_is_retried_and_delivered_with_attempt_2() {
+    let mut h = Harness::new(|_, _| {}).await;
+    let deliver = Arc::new(Scripted::default());
+    let daemon = h.start(Arc::clone(&deliver));
+    h.publish_job(&job("j-flaky", &["ok-1", "flaky-1", "gone-1"]))
+        .await;
+    let got = h.collect(3, Duration::from_secs(10)).await;
+    let finals = got.finals();
+    assert_eq!(finals.len(), 3);
+    let flaky: Vec<_> = got
+        .results
+        .iter()
+        .filter(|e| e.token.as_deref() == Some("flaky-1"))
+        .collect();
+    assert_eq!(flaky.len(), 2, "a retrying entry, then the final one");
+    assert_eq!(
+        (flaky[0].status, flaky[0].code, flaky[0].attempt),
+        (Status::Retrying, Some(Code::ProviderUnavailable), 1)
+    );
+    assert_eq!((flaky[1].status, flaky[1].attempt), (Status::Delivered, 2));
+    assert_eq!(flaky[1].job_id, "j-flaky");
+    // Only the flaky recipient was retried.
+    let seen = deliver.seen.lock().unwrap().clone();
+    assert_eq!(seen.get(&("flaky-1".into(), 2)), Some(&1));
+    assert_eq!(seen.get(&("ok-1".into(), 2)), None);
+    assert_eq!(seen.get(&("ok-1".into(), 1)), Some(&1));
+
+    let status = Arc::clone(&daemon.status);
+    daemon.shutdown().await.unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(status.retries_published.load(Relaxed), 1);
+    assert_eq!(
+        status.jobs_acked.load(Relaxed),
+        2,
+        "the job and its retry sub-job"
+    );
+    assert!(h.take_input().await.is_empty());
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_outliving_the_expiry_ends_as_expired() {
+    let mut h = Harness::new(|amqp, _| amqp.retry.max_attempts = 100).await;
+    let deliver = Arc::new(Scripted::default());
+    let daemon = h.start(Arc::clone(&deliver));
+    let mut j = job("j-ttl", &["down-1"]);
+    j["ttl"] = serde_json::json!(1);
+    h.publish_job(&j).await;
+    let got = h.collect(1, Duration::from_secs(10)).await;
+    let finals = got.finals();
+    assert_eq!(finals.len(), 1);
+    let last = finals[0];
+    assert_eq!(
+        (last.status, last.code),
+        (Status::Failed, Some(Code::Expired))
+    );
+    assert!(
+        last.attempt >= 2,
+        "retried before expiring: attempt {}",
+        last.attempt
+    );
+    // Expiry is measured from the first receipt, not reset per retry.
+    assert!(last.attempt <= 6, "attempt {}", last.attempt);
+    daemon.shutdown().await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_gives_a_final_failure_and_a_dead_letter() {
+    let mut h = Harness::new(|amqp, _| amqp.retry.max_attempts = 3).await;
+    let deliver = Arc::new(Scripted::default());
+    let daemon = h.start(Arc::clone(&deliver));
+    h.publish_job(&job("j-max", &["down-1", "ok-1"])).await;
+    let got = h.collect(2, Duration::from_secs(10)).await;
+    let finals = got.finals();
+    assert_eq!(finals.len(), 2);
+    let down = finals
+        .iter()
+        .find(|e| e.token.as_deref() == Some("down-1"))
+        .unwrap();
+    assert_eq!(
+        (down.status, down.code, down.attempt),
+        (Status::Failed, Some(Code::ProviderUnavailable), 3)
+    );
+    let dead = h.dead_letters(1, Duration::from_secs(5)).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "max-attempts");
+    let sub: pushgate::job::Job = serde_json::from_slice(&dead[0].1).unwrap();
+    assert_eq!(sub.id.as_deref(), Some("j-max"));
+    assert_eq!(sub.recipients.len(), 1, "only the exhausted recipient");
+    let seen = deliver.seen.lock().unwrap().clone();
+    assert_eq!(seen.get(&("down-1".into(), 4)), None, "never a 4th attempt");
+    daemon.shutdown().await.unwrap();
+    h.cleanup().await;
+}
