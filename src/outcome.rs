@@ -1,9 +1,9 @@
 //! The stable error codes of pushgate, their marketer-facing labels and
 //! classes, and the one table from provider answers to codes.
 //!
-//! Every provider answer goes through [`Code::from_apns`], [`Code::from_fcm`]
-//! or [`Code::from_transport`]. The matches over provider vocabularies are
-//! exhaustive: a new reason variant does not compile until someone decides
+//! Every provider answer goes through [`Code::from_apns`], [`Code::from_fcm`],
+//! [`Code::from_webpush`] or [`Code::from_transport`]. The matches over
+//! provider vocabularies are exhaustive: a new reason variant does not compile until someone decides
 //! what it means. Unknown reasons (kept raw by the parsers) fall back on the
 //! HTTP status.
 
@@ -241,6 +241,22 @@ impl Code {
         }
     }
 
+    /// Web Push answer to code (protocols.md §6.3). Push services differ in
+    /// their bodies, so only the status decides; 2xx is never an error and
+    /// is not passed here.
+    pub fn from_webpush(status: u16) -> Code {
+        match status {
+            404 | 410 => Code::BrowserUnsubscribed,
+            413 => Code::PayloadTooLarge,
+            429 => Code::QuotaExceeded,
+            401 | 403 => Code::InvalidCredentials,
+            500..=599 => Code::ProviderUnavailable,
+            // 400 (bad TTL/Topic/encoding) and anything unexpected: the
+            // request as built was refused, retrying it would not help.
+            _ => Code::InvalidPayload,
+        }
+    }
+
     /// A request that got no HTTP answer (connect failure, reset, timeout).
     pub fn from_transport() -> Code {
         Code::ProviderUnavailable
@@ -461,6 +477,36 @@ mod tests {
             Code::from_fcm(502, None, None, FcmHint::Other),
             Code::ProviderUnavailable
         );
+    }
+
+    #[test]
+    fn webpush_table_matches_protocols() {
+        let cases = [
+            (404, Code::BrowserUnsubscribed, Class::Token),
+            (410, Code::BrowserUnsubscribed, Class::Token),
+            (413, Code::PayloadTooLarge, Class::Payload),
+            (429, Code::QuotaExceeded, Class::Retry),
+            (401, Code::InvalidCredentials, Class::Credentials),
+            (403, Code::InvalidCredentials, Class::Credentials),
+            (400, Code::InvalidPayload, Class::Payload),
+            (500, Code::ProviderUnavailable, Class::Retry),
+            (502, Code::ProviderUnavailable, Class::Retry),
+            (503, Code::ProviderUnavailable, Class::Retry),
+            (599, Code::ProviderUnavailable, Class::Retry),
+            (405, Code::InvalidPayload, Class::Payload),
+        ];
+        for (status, code, class) in cases {
+            let got = Code::from_webpush(status);
+            assert_eq!(got, code, "{status}");
+            assert_eq!(got.class(), class, "{status}");
+        }
+        for status in 400..=599 {
+            let got = Code::from_webpush(status);
+            assert_ne!(got, Code::NotRegistered, "{status}");
+            if status >= 500 {
+                assert_eq!(got.class(), Class::Retry, "{status}");
+            }
+        }
     }
 
     #[test]

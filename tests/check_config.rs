@@ -32,7 +32,7 @@ fn text(o: &Output) -> String {
 fn secret_lines() -> Vec<String> {
     let dev = config_dir().join("dev");
     let mut lines = Vec::new();
-    for f in ["apns-dev.p8", "apns-client.key"] {
+    for f in ["apns-dev.p8", "apns-client.key", "vapid-dev.p8"] {
         let pem = std::fs::read_to_string(dev.join(f)).unwrap();
         lines.extend(
             pem.lines()

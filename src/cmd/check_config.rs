@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::config::{
     self, secrets, ApnsAuth, ApnsConfig, ApnsEnvironment, Config, ConnectionConfig, FcmConfig,
+    WebPushConfig,
 };
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +53,9 @@ pub fn report(source: &str, cfg: &Config) -> String {
         }
         if let Some(fcm) = &app.fcm {
             fcm_lines(&mut out, fcm);
+        }
+        if let Some(webpush) = &app.webpush {
+            webpush_lines(&mut out, webpush);
         }
     }
     out
@@ -110,6 +114,26 @@ fn fcm_lines(out: &mut String, fcm: &FcmConfig) {
     connection_lines(out, &fcm.connection);
 }
 
+fn webpush_lines(out: &mut String, w: &WebPushConfig) {
+    let signer = crate::provider::webpush::auth::VapidSigner::new(
+        w.vapid_key.expose(),
+        &w.subject,
+        w.token_ttl,
+    );
+    let key = match &signer {
+        Ok(s) => s.public_key().to_owned(),
+        Err(e) => format!("unusable ({e})"),
+    };
+    let _ = writeln!(out, "  webpush: any subscription origin (HTTP/2)");
+    let _ = writeln!(
+        out,
+        "    auth: VAPID, subject {}, JWT valid {}, public key {key}",
+        w.subject,
+        humantime::format_duration(w.token_ttl),
+    );
+    connection_lines(out, &w.connection);
+}
+
 fn connection_lines(out: &mut String, c: &ConnectionConfig) {
     let _ = writeln!(
         out,
@@ -143,6 +167,8 @@ mod tests {
             "service account pushgate-dev@pushgate-dev.iam.gserviceaccount.com",
             "app shop-cert\n  apns:",
             "auth: certificate, 1 cert(s), leaf SHA-256 ",
+            "webpush: any subscription origin (HTTP/2)",
+            "auth: VAPID, subject mailto:dev@example.com, JWT valid 12h, public key B",
         ] {
             assert!(text.contains(want), "no {want:?} in\n{text}");
         }

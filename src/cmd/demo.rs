@@ -59,7 +59,8 @@ pub async fn run(args: Args) -> ExitCode {
 /// Final results seen so far, by code (`None` = delivered).
 #[derive(Debug, Default)]
 pub struct Tally {
-    pub by_code: BTreeMap<Option<Code>, (usize, Platform)>,
+    /// Final entries by code (`None` = delivered) and platform.
+    pub by_code: BTreeMap<(Option<Code>, &'static str), (usize, Platform)>,
     pub finals: usize,
     pub retried: usize,
 }
@@ -73,7 +74,8 @@ impl Tally {
         if entry.attempt > 1 {
             self.retried += 1;
         }
-        self.by_code.entry(entry.code).or_insert((0, entry.platform)).0 += 1;
+        let key = (entry.code, entry.platform.as_str());
+        self.by_code.entry(key).or_insert((0, entry.platform)).0 += 1;
     }
 }
 
@@ -84,7 +86,15 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     let fcm = sim::fcm::start(loopback(), sim::fcm::FcmSimOptions::default())
         .await
         .context("starting the FCM simulator")?;
-    println!("simulators: APNs on {}, FCM (+ OAuth) on {}", apns.addr, fcm.addr);
+    let webpush = sim::webpush::start(loopback(), sim::webpush::WebPushSimOptions::default())
+        .await
+        .context("starting the Web Push simulator")?;
+    println!(
+        "simulators: APNs on {}, FCM (+ OAuth) on {}, Web Push on {}",
+        apns.addr,
+        fcm.addr,
+        webpush.addr()
+    );
 
     let amqp_url = std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
     let tag = format!("{:08x}", fastrand::u32(..));
@@ -95,15 +105,21 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     let config = loaded?;
     let gateway = Arc::new(Gateway::new(&config)?);
 
-    let jobs = campaign::jobs(args.count, args.batch, "spring-sale");
+    let jobs = campaign::jobs(args.count, args.batch, "spring-sale", &webpush.base_url());
     let total: usize = jobs.iter().map(|j| j.recipients.len()).sum();
     let use_broker = !args.in_process && broker::answers(&amqp_url).await;
     if use_broker {
-        println!("queue: RabbitMQ at {} (demo queues pushgate.demo-{tag}.*, deleted afterwards)", redact(&amqp_url));
+        println!(
+            "queue: RabbitMQ at {} (demo queues pushgate.demo-{tag}.*, deleted afterwards)",
+            redact(&amqp_url)
+        );
     } else if args.in_process {
         println!("queue: in-process (--in-process)");
     } else {
-        println!("queue: in-process (no RabbitMQ answers at {}; start one to see the real path)", redact(&amqp_url));
+        println!(
+            "queue: in-process (no RabbitMQ answers at {}; start one to see the real path)",
+            redact(&amqp_url)
+        );
     }
     println!("campaign: {total} recipients in {} jobs", jobs.len());
 
@@ -121,12 +137,16 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     print_summary(&tally, total, elapsed);
 
     if args.serve {
-        println!("serving: simulators stay up (APNs {}, FCM {}); Ctrl-C to stop", apns.addr, fcm.addr);
+        println!(
+            "serving: simulators stay up (APNs {}, FCM {}); Ctrl-C to stop",
+            apns.addr, fcm.addr
+        );
         crate::app::shutdown_signal().await;
     }
     gateway.shutdown().await;
     apns.shutdown().await;
     fcm.shutdown().await;
+    webpush.shutdown().await;
     Ok(tally.finals == total)
 }
 
@@ -184,18 +204,34 @@ async fn one_job(
     let mut finals = Vec::new();
     loop {
         let settled = dispatcher.dispatch(&run, &permits).await;
-        let newly: Vec<ResultEntry> = settled.entries.into_iter().filter(|e| e.is_final()).collect();
+        let newly: Vec<ResultEntry> = settled
+            .entries
+            .into_iter()
+            .filter(|e| e.is_final())
+            .collect();
         done.fetch_add(newly.len(), Ordering::Relaxed);
         finals.extend(newly);
         // One delay for all of this run's retries: the longest chosen.
-        let Some(delay) = settled.retries.keys().map(|&i| dispatcher.retry_policy().delay(i)).max() else {
+        let Some(delay) = settled
+            .retries
+            .keys()
+            .map(|&i| dispatcher.retry_policy().delay(i))
+            .max()
+        else {
             return finals;
         };
         let again: Vec<usize> = settled.retries.into_values().flatten().collect();
         let mut sub = (*run.job).clone();
-        sub.recipients = again.iter().filter_map(|&i| run.job.recipients.get(i).cloned()).collect();
+        sub.recipients = again
+            .iter()
+            .filter_map(|&i| run.job.recipients.get(i).cloned())
+            .collect();
         tokio::time::sleep(delay).await;
-        run = JobRun { job: Arc::new(sub), attempt: run.attempt + 1, ..run };
+        run = JobRun {
+            job: Arc::new(sub),
+            attempt: run.attempt + 1,
+            ..run
+        };
     }
 }
 
@@ -204,7 +240,7 @@ async fn progress(done: Arc<AtomicUsize>, total: usize) {
     loop {
         let n = done.load(Ordering::Relaxed).min(total);
         let width = 40;
-        let filled = if total == 0 { width } else { n * width / total };
+        let filled = (n * width).checked_div(total).unwrap_or(width);
         let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
         eprint!(
             "\r[{}{}] {n}/{total} results  {rate:.0}/s ",
@@ -217,14 +253,18 @@ async fn progress(done: Arc<AtomicUsize>, total: usize) {
 }
 
 fn print_summary(tally: &Tally, total: usize, elapsed: Duration) {
-    println!("\n{:<24} {:>8} {:>7}  label", "code", "count", "share");
-    for (code, (count, platform)) in &tally.by_code {
+    println!(
+        "\n{:<24} {:<8} {:>8} {:>7}  label",
+        "code", "platform", "count", "share"
+    );
+    for ((code, _), (count, platform)) in &tally.by_code {
         let (name, label) = match code {
             None => ("delivered", ""),
             Some(c) => (c.as_str(), c.label(*platform)),
         };
         let share = 100.0 * *count as f64 / total.max(1) as f64;
-        println!("{name:<24} {count:>8} {share:>6.1}%  {label}");
+        let platform = platform.as_str();
+        println!("{name:<24} {platform:<8} {count:>8} {share:>6.1}%  {label}");
     }
     let secs = elapsed.as_secs_f64().max(0.001);
     println!(

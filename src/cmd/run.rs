@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::app::{self, Status};
 use crate::config::Config;
-use crate::dispatch::Deliver;
 use crate::dispatch::gateway::Gateway;
+use crate::dispatch::Deliver;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,4 +1,4 @@
-//! `pushgate simulate`: run the APNs and FCM simulators on loopback until Ctrl-C / SIGTERM.
+//! `pushgate simulate`: run the APNs, FCM and Web Push simulators on loopback until Ctrl-C / SIGTERM.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::sim::apns::{self, ApnsEnvironment, ApnsSimOptions, ClientCerts};
 use crate::sim::fcm::{self, FcmSimOptions};
+use crate::sim::webpush::{self, WebPushSimOptions};
 use crate::sim::{Latency, SimHandle};
 
 #[derive(Debug, clap::Args)]
@@ -16,6 +17,9 @@ pub struct Args {
     /// Where the FCM simulator (send API and OAuth token endpoint) listens.
     #[arg(long, default_value = "127.0.0.1:4443")]
     pub fcm_addr: SocketAddr,
+    /// Where the Web Push simulator listens (trusts the dev VAPID key).
+    #[arg(long, default_value = webpush::DEFAULT_ADDR)]
+    pub webpush_addr: SocketAddr,
     /// Answer delay: `20ms` (fixed) or `5ms..50ms` (uniform).
     #[arg(long, value_parser = Latency::parse, default_value = "0ms")]
     pub latency: Latency,
@@ -74,12 +78,33 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let web = match webpush::start(args.webpush_addr, WebPushSimOptions::default()).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!(
+                "pushgate: cannot start the Web Push simulator on {}: {e}",
+                args.webpush_addr
+            );
+            apns.shutdown().await;
+            fcm.shutdown().await;
+            return ExitCode::from(1);
+        }
+    };
     println!("{}", config_snippet(&apns, &fcm));
+    println!(
+        "# Web Push on {}: [apps.shop.webpush] vapid_key_file = \"dev/vapid-dev.p8\", ca_file = \"dev/ca.pem\";
+# endpoints {}/gone/.. 410, /notfound/.. 404, /busy/.. 429, /down/.. 503, anything else 201
+# (keys of unregistered paths: pushgate::sim::webpush::dev_subscription).",
+        web.base_url(),
+        web.base_url()
+    );
     wait_for_stop().await;
     report("APNs", &apns);
     report("FCM", &fcm);
+    eprintln!("Web Push simulator: statuses {:?}", web.statuses());
     apns.shutdown().await;
     fcm.shutdown().await;
+    web.shutdown().await;
     ExitCode::SUCCESS
 }
 

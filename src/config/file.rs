@@ -41,6 +41,7 @@ pub struct LogSection {
 pub struct AppSection {
     pub apns: Option<ApnsSection>,
     pub fcm: Option<FcmSection>,
+    pub webpush: Option<WebPushSection>,
 }
 
 /// `[apps.<name>.apns]`
@@ -78,6 +79,35 @@ pub struct FcmSection {
     pub keepalive_interval_secs: Option<u64>,
     pub keepalive_timeout_secs: Option<u64>,
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[apps.<name>.webpush]`: no `endpoint` key, each subscription names its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushSection {
+    pub vapid_key_file: Option<PathBuf>,
+    pub subject: Option<String>,
+    pub token_ttl_secs: Option<u64>,
+    pub connections: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub keepalive_interval_secs: Option<u64>,
+    pub keepalive_timeout_secs: Option<u64>,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl WebPushSection {
+    pub fn connection(&self) -> ConnectionSection {
+        ConnectionSection {
+            endpoint: None,
+            connections: self.connections,
+            connect_timeout_ms: self.connect_timeout_ms,
+            request_timeout_ms: self.request_timeout_ms,
+            keepalive_interval_secs: self.keepalive_interval_secs,
+            keepalive_timeout_secs: self.keepalive_timeout_secs,
+            ca_file: self.ca_file.clone(),
+        }
+    }
 }
 
 /// The connection keys APNs and FCM share (serde's `flatten` does not mix

@@ -247,15 +247,14 @@ fn build_app(name: &str, raw: file::AppSection, ctx: &mut Ctx) -> AppConfig {
             "app names are 1-64 characters of A-Z, a-z, 0-9, '-' and '_' (they appear in routing keys)",
         );
     }
-    if raw.apns.is_none() && raw.fcm.is_none() {
-        let dropped = ctx
-            .removed
+    if raw.apns.is_none() && raw.fcm.is_none() && raw.webpush.is_none() {
+        let dropped = ["apns", "fcm", "webpush"]
             .iter()
-            .any(|r| *r == format!("{path}.apns") || *r == format!("{path}.fcm"));
+            .any(|p| ctx.removed.contains(&format!("{path}.{p}")));
         if !dropped {
             ctx.problem(
                 &path,
-                format!("no provider; add [{path}.apns] and/or [{path}.fcm]"),
+                format!("no provider; add [{path}.apns], [{path}.fcm] and/or [{path}.webpush]"),
             );
         }
     }
@@ -265,10 +264,14 @@ fn build_app(name: &str, raw: file::AppSection, ctx: &mut Ctx) -> AppConfig {
     let fcm = raw
         .fcm
         .and_then(|s| super::providers::build_fcm(&format!("{path}.fcm"), s, ctx));
+    let webpush = raw
+        .webpush
+        .and_then(|s| super::webpush::build(&format!("{path}.webpush"), s, ctx));
     AppConfig {
         name: name.to_owned(),
         apns,
         fcm,
+        webpush,
     }
 }
 

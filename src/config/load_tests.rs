@@ -295,6 +295,10 @@ fn every_shipped_config_validates() {
                     "PUSHGATE_APPS__SHOP__FCM__SERVICE_ACCOUNT_FILE",
                     "fcm-service-account.json",
                 ),
+                swap(
+                    "PUSHGATE_APPS__SHOP__WEBPUSH__VAPID_KEY_FILE",
+                    "vapid-dev.p8",
+                ),
             ]
         } else {
             no_env()

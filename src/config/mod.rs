@@ -11,6 +11,7 @@ pub mod file;
 pub mod load;
 pub mod providers;
 pub mod secrets;
+pub mod webpush;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -197,12 +198,31 @@ pub struct FcmConfig {
     pub connection: ConnectionConfig,
 }
 
+/// Web Push (RFC 8030) with VAPID (RFC 8292) for one app.
+#[derive(Debug, Clone)]
+pub struct WebPushConfig {
+    /// PKCS#8 DER of the EC P-256 VAPID key (the app's `applicationServerKey`).
+    pub vapid_key: Secret<Vec<u8>>,
+    /// The VAPID `sub` claim: a `mailto:` or `https:` contact.
+    pub subject: String,
+    /// Lifetime of a VAPID JWT (`exp` - now), at most 24 hours.
+    pub token_ttl: Duration,
+    /// Pool settings for each push-service origin. `endpoint` is only a
+    /// placeholder ([`WEBPUSH_ANY_ORIGIN`]): every subscription's origin
+    /// gets its own pool built from this template.
+    pub connection: ConnectionConfig,
+}
+
+/// The placeholder endpoint of [`WebPushConfig::connection`].
+pub const WEBPUSH_ANY_ORIGIN: &str = "https://webpush.invalid";
+
 /// One app: a name producers use in jobs, and its provider credentials.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub name: String,
     pub apns: Option<ApnsConfig>,
     pub fcm: Option<FcmConfig>,
+    pub webpush: Option<WebPushConfig>,
 }
 
 /// The whole validated config.

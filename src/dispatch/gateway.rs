@@ -39,7 +39,10 @@ impl Gateway {
 impl Deliver for Gateway {
     async fn deliver(&self, job: &Arc<Job>, recipient: usize, attempt: u32) -> Outcome {
         let Some(providers) = self.apps.get(&job.app) else {
-            return Outcome::local(Code::UnknownApp, format!("app {:?} is not configured", job.app));
+            return Outcome::local(
+                Code::UnknownApp,
+                format!("app {:?} is not configured", job.app),
+            );
         };
         let Some(r) = job.recipients.get(recipient) else {
             return Outcome::local(Code::InvalidJob, "no such recipient in the job");

@@ -155,6 +155,7 @@ fn job_checks() {
             name: "shop".into(),
             apns: None,
             fcm: None,
+            webpush: None,
         }),
     );
     assert!(check_job(&job(&["a"]), &apps).is_ok());

@@ -190,6 +190,7 @@ mod tests {
             name: "shop".into(),
             apns: None,
             fcm: None,
+            webpush: None,
         };
         BTreeMap::from([("shop".to_owned(), Arc::new(app))])
     }

@@ -10,6 +10,7 @@ pub mod apns;
 pub mod fcm;
 pub mod h2pool;
 pub mod tls;
+pub mod webpush;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -201,6 +202,12 @@ pub enum ProviderError {
         uri: String,
         reason: String,
     },
+    #[error("app {app}: {source}")]
+    WebPush {
+        app: String,
+        #[source]
+        source: webpush::WebPushError,
+    },
 }
 
 /// The providers of one app: one pool and one credential per configured
@@ -210,6 +217,7 @@ pub struct Providers {
     pub app: String,
     pub apns: Option<ApnsProvider<H2Pool>>,
     pub fcm: Option<FcmProvider<H2Pool>>,
+    pub webpush: Option<webpush::WebPushProvider>,
     /// The FCM OAuth2 token endpoint's pool, kept for shutdown.
     fcm_token_pool: Option<Arc<H2Pool>>,
 }
@@ -253,26 +261,50 @@ impl Providers {
             }
             None => (None, None),
         };
+        let webpush = match &app.webpush {
+            Some(cfg) => Some(webpush::WebPushProvider::new(cfg).map_err(|source| {
+                ProviderError::WebPush {
+                    app: name.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
         Ok(Providers {
             app: name,
             apns,
             fcm,
+            webpush,
             fcm_token_pool,
         })
     }
 
     /// Sends to the provider of the recipient's platform.
     pub async fn send(&self, msg: &Message<'_>) -> Outcome {
-        let platform = msg.recipient().map(|r| r.platform);
-        match (platform, &self.apns, &self.fcm) {
-            (Some(Platform::Apns), Some(p), _) => p.send(msg).await,
-            (Some(Platform::Fcm), _, Some(p)) => p.send(msg).await,
-            (Some(p), _, _) => Outcome::local(
-                Code::UnknownApp,
-                format!("app {} has no {p} credentials", self.app),
-            ),
-            (None, _, _) => Outcome::local(Code::InvalidJob, "no such recipient in the job"),
+        let Some(platform) = msg.recipient().map(|r| r.platform) else {
+            return Outcome::local(Code::InvalidJob, "no such recipient in the job");
+        };
+        match platform {
+            Platform::Apns => {
+                if let Some(p) = &self.apns {
+                    return p.send(msg).await;
+                }
+            }
+            Platform::Fcm => {
+                if let Some(p) = &self.fcm {
+                    return p.send(msg).await;
+                }
+            }
+            Platform::Webpush => {
+                if let Some(p) = &self.webpush {
+                    return p.send(msg.job, msg.recipient, msg.attempt).await;
+                }
+            }
         }
+        Outcome::local(
+            Code::UnknownApp,
+            format!("app {} has no {platform} credentials", self.app),
+        )
     }
 
     /// Closes every pool (in-flight requests finish first).
@@ -284,6 +316,9 @@ impl Providers {
             p.transport().shutdown().await;
         }
         if let Some(p) = &self.fcm_token_pool {
+            p.shutdown().await;
+        }
+        if let Some(p) = &self.webpush {
             p.shutdown().await;
         }
     }

@@ -129,6 +129,7 @@ pub mod fcm;
 pub mod jwt;
 pub mod knobs;
 pub mod stats;
+pub mod webpush;
 
 mod frames;
 mod server;

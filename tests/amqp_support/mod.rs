@@ -265,6 +265,7 @@ impl Harness {
             name: "shop".into(),
             apns: None,
             fcm: None,
+            webpush: None,
         };
         Config {
             apps: BTreeMap::from([("shop".to_owned(), Arc::new(app))]),

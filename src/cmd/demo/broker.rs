@@ -9,7 +9,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -64,7 +64,11 @@ pub async fn run(
         Arc::clone(&status),
     ));
 
-    let input = amqp.inputs.first().map(|q| q.name.clone()).unwrap_or_default();
+    let input = amqp
+        .inputs
+        .first()
+        .map(|q| q.name.clone())
+        .unwrap_or_default();
     publish(&ch, &input, &jobs).await?;
     let tally = collect(tap, total, &done).await;
 
@@ -76,13 +80,30 @@ pub async fn run(
 }
 
 async fn tap(ch: &Channel, exchange: &str) -> anyhow::Result<lapin::Consumer> {
-    let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-    let q = ch.queue_declare("".into(), opts, FieldTable::default()).await?;
-    let name = q.name().as_str().to_owned();
-    ch.queue_bind(name.as_str().into(), exchange.into(), "*.results".into(), QueueBindOptions::default(), FieldTable::default())
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare("".into(), opts, FieldTable::default())
         .await?;
+    let name = q.name().as_str().to_owned();
+    ch.queue_bind(
+        name.as_str().into(),
+        exchange.into(),
+        "*.results".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(ch
-        .basic_consume(name.as_str().into(), "demo-tap".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            name.as_str().into(),
+            "demo-tap".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?)
 }
 
@@ -95,8 +116,14 @@ async fn publish(ch: &Channel, queue: &str, jobs: &[Job]) -> anyhow::Result<()> 
     for job in jobs {
         let body = serde_json::to_vec(job)?;
         confirms.push(
-            ch.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, props.clone())
-                .await?,
+            ch.basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &body,
+                props.clone(),
+            )
+            .await?,
         );
     }
     for c in confirms {
@@ -127,9 +154,13 @@ async fn collect(mut tap: lapin::Consumer, total: usize, done: &AtomicUsize) -> 
 async fn cleanup(ch: &Channel, amqp: &crate::config::AmqpConfig, retry: &RetryPolicy) {
     let names = topology::names(amqp, retry);
     for q in names.queues {
-        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
     for x in names.exchanges {
-        let _ = ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()).await;
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
     }
 }

@@ -8,9 +8,16 @@ use crate::job::Job;
 use crate::sim::apns::scripted_token;
 
 /// The embedded dev material the demo config needs (TEST ONLY, see config/dev/README.md).
-const DEV_FILES: [(&str, &str); 3] = [
+const DEV_FILES: [(&str, &str); 4] = [
+    (
+        "vapid-dev.p8",
+        include_str!("../../../config/dev/vapid-dev.p8"),
+    ),
     ("ca.pem", include_str!("../../../config/dev/ca.pem")),
-    ("apns-dev.p8", include_str!("../../../config/dev/apns-dev.p8")),
+    (
+        "apns-dev.p8",
+        include_str!("../../../config/dev/apns-dev.p8"),
+    ),
     (
         "fcm-service-account.json",
         include_str!("../../../config/dev/fcm-service-account.json"),
@@ -28,21 +35,47 @@ struct Mix {
 /// 100 slots: what a real campaign's token base tends to look like.
 const MIX: [Mix; 6] = [
     // Delivered.
-    Mix { per_100: 82, apns_prefix: Some("a"), fcm_prefix: Some("device") },
+    Mix {
+        per_100: 82,
+        apns_prefix: Some("a"),
+        fcm_prefix: Some("device"),
+    },
     // Uninstalled: APNs 410 Unregistered / FCM UNREGISTERED.
-    Mix { per_100: 7, apns_prefix: Some("dead"), fcm_prefix: Some("unregistered") },
+    Mix {
+        per_100: 7,
+        apns_prefix: Some("dead"),
+        fcm_prefix: Some("unregistered"),
+    },
     // Malformed or wrong environment / invalid FCM token.
-    Mix { per_100: 3, apns_prefix: Some("bad0"), fcm_prefix: Some("invalid") },
+    Mix {
+        per_100: 3,
+        apns_prefix: Some("bad0"),
+        fcm_prefix: Some("invalid"),
+    },
     // Token of another app / another sender.
-    Mix { per_100: 2, apns_prefix: Some("70b1"), fcm_prefix: Some("mismatch") },
+    Mix {
+        per_100: 2,
+        apns_prefix: Some("70b1"),
+        fcm_prefix: Some("mismatch"),
+    },
     // Flaky: 503 on the first try, delivered on retry (attempt 2).
-    Mix { per_100: 5, apns_prefix: Some("5031"), fcm_prefix: Some("flaky") },
+    Mix {
+        per_100: 5,
+        apns_prefix: Some("5031"),
+        fcm_prefix: Some("flaky"),
+    },
     // Not even a token.
-    Mix { per_100: 1, apns_prefix: None, fcm_prefix: Some("not a token!") },
+    Mix {
+        per_100: 1,
+        apns_prefix: None,
+        fcm_prefix: Some("not a token!"),
+    },
 ];
 
-/// Builds `count` recipients over jobs of at most `batch`, half APNs, half FCM.
-pub fn jobs(count: usize, batch: usize, campaign: &str) -> Vec<Job> {
+/// Builds `count` recipients over jobs of at most `batch`: every tenth a
+/// browser (Web Push subscription at `webpush_base`), the rest half APNs,
+/// half FCM.
+pub fn jobs(count: usize, batch: usize, campaign: &str, webpush_base: &str) -> Vec<Job> {
     let batch = batch.clamp(1, crate::dispatch::MAX_RECIPIENTS);
     let mut recipients = Vec::with_capacity(count);
     for i in 0..count {
@@ -55,6 +88,10 @@ pub fn jobs(count: usize, batch: usize, campaign: &str) -> Vec<Job> {
                 slot < acc
             })
             .unwrap_or(&MIX[0]);
+        if i % 10 == 9 {
+            recipients.push(browser(webpush_base, kind, i));
+            continue;
+        }
         let apns = i % 2 == 0;
         let (platform, token) = if apns {
             let token = match kind.apns_prefix {
@@ -91,6 +128,19 @@ pub fn jobs(count: usize, batch: usize, campaign: &str) -> Vec<Job> {
         .collect()
 }
 
+/// A Web Push recipient: the simulator answers by path (`/gone/` 410,
+/// `/notfound/` 404, anything else 201 after decrypting the message).
+fn browser(base: &str, kind: &Mix, i: usize) -> serde_json::Value {
+    let path = match kind.apns_prefix {
+        Some("dead") | Some("70b1") => format!("/gone/{i}"),
+        Some("bad0") | None => format!("/notfound/{i}"),
+        _ => format!("/sub/{i}"),
+    };
+    let (subscription, _keys) = crate::sim::webpush::dev_subscription(base, &path);
+    serde_json::json!({"platform": "webpush", "subscription": subscription, "id": format!("user-{i}"),
+                       "vars": {"name": format!("user {i}")}})
+}
+
 /// Writes the dev material and a config for simulators at `apns`/`fcm`
 /// into `dir`; returns the config path. Queue names carry `tag` so a demo
 /// never touches a real deployment's queues.
@@ -125,6 +175,12 @@ endpoint = "https://{fcm}"
 token_uri = "https://{fcm}/token"
 ca_file = "ca.pem"
 
+[apps.shop.webpush]
+vapid_key_file = "vapid-dev.p8"
+subject = "mailto:demo@example.com"
+connections = 2
+ca_file = "ca.pem"
+
 [amqp]
 url = "{amqp_url}"
 dead_queue = "{prefix}.dead"
@@ -154,7 +210,7 @@ mod tests {
 
     #[test]
     fn campaign_has_the_count_and_valid_jobs() {
-        let jobs = jobs(1234, 500, "t");
+        let jobs = jobs(1234, 500, "t", "https://127.0.0.1:4444");
         assert_eq!(jobs.len(), 3);
         assert_eq!(jobs.iter().map(|j| j.recipients.len()).sum::<usize>(), 1234);
         for j in &jobs {
@@ -167,5 +223,11 @@ mod tests {
             .filter(Result::is_err)
             .count();
         assert!(local_bad > 0);
+        let browsers = jobs
+            .iter()
+            .flat_map(|j| j.recipients.iter())
+            .filter(|r| r.platform == crate::job::Platform::Webpush)
+            .count();
+        assert_eq!(browsers, 123);
     }
 }
