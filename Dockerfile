@@ -10,7 +10,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /pushgate /usr/local/bin/pushgate
 USER nonroot:nonroot
-# Admin HTTP (metrics, health) listens on 9090 by default; config at /etc/pushgate/pushgate.toml.
-EXPOSE 9090
+# Config at /etc/pushgate/pushgate.toml, secrets mounted where it points.
+# (The admin HTTP port for metrics and health comes with the observability issue.)
 ENTRYPOINT ["/usr/local/bin/pushgate"]
 CMD ["run", "--config", "/etc/pushgate/pushgate.toml"]

@@ -1,4 +1,4 @@
-//! CLI sub-commands other than the daemon; `main.rs` only parses and calls these.
+//! CLI sub-commands (`run`, `check-config`, `send`, `simulate`, `demo`); `main.rs` only parses and calls these.
 
 pub mod check_config;
 pub mod demo;

@@ -12,7 +12,7 @@ use crate::dispatch::Deliver;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The TOML config file.
-    #[arg(long, env = "PUSHGATE_CONFIG", default_value = "pushgate.toml")]
+    #[arg(long, env = "PUSHGATE_CONFIG", default_value = "config/pushgate.toml")]
     pub config: PathBuf,
 }
 

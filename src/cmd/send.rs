@@ -16,7 +16,7 @@ use crate::provider::{new_notification_id, Message, Providers, Rendered};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The pushgate config file.
-    #[arg(long, env = "PUSHGATE_CONFIG", default_value = "pushgate.toml")]
+    #[arg(long, env = "PUSHGATE_CONFIG", default_value = "config/pushgate.toml")]
     pub config: PathBuf,
     /// The app (from the config) whose credentials are used.
     #[arg(long)]

@@ -88,7 +88,7 @@ pub fn jobs(count: usize, batch: usize, campaign: &str, webpush_base: &str) -> V
                 slot < acc
             })
             .unwrap_or(&MIX[0]);
-        if i % 10 == 9 {
+        if i % 10 == 5 {
             recipients.push(browser(webpush_base, kind, i));
             continue;
         }
