@@ -1,0 +1,87 @@
+//! End to end: `pushgate demo` runs the real gateway (providers over TLS
+//! HTTP/2 against the simulators) through RabbitMQ and through the
+//! in-process queue, and every recipient ends with the code its scripted
+//! token implies.
+
+use std::process::Command;
+
+fn demo(extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["demo", "--count", "2000", "--batch", "250"])
+        .args(extra)
+        .output()
+        .expect("run pushgate demo");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The count in the summary row for `code` on `platform`.
+fn count(summary: &str, code: &str, platform: &str) -> usize {
+    summary
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(code) && f.next() == Some(platform))
+                .then(|| f.next().and_then(|n| n.parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+fn check(summary: &str) {
+    assert!(
+        summary.contains("2000 of 2000 recipients have a final result"),
+        "{summary}"
+    );
+    // The campaign mix (src/cmd/demo/campaign.rs) over 2,000 recipients:
+    // every 10th (i % 10 == 5) a browser, the rest alternating APNs / FCM.
+    assert_eq!(count(summary, "NotRegistered", "apns"), 80, "{summary}");
+    assert_eq!(count(summary, "NotRegistered", "fcm"), 40, "{summary}");
+    assert_eq!(
+        count(summary, "DeviceTokenNotForTopic", "apns"),
+        20,
+        "{summary}"
+    );
+    assert_eq!(count(summary, "MismatchSenderId", "fcm"), 20, "{summary}");
+    assert_eq!(count(summary, "BadDeviceToken", "apns"), 20, "{summary}");
+    // 40 invalid FCM tokens refused by FCM, 20 malformed ones refused locally.
+    assert_eq!(count(summary, "BadDeviceToken", "fcm"), 60, "{summary}");
+    assert_eq!(
+        count(summary, "BrowserUnsubscribed", "webpush"),
+        20,
+        "{summary}"
+    );
+    // The 80 flaky tokens (503 once) are delivered after a retry; a transient
+    // transport failure while connections warm up may add a few more.
+    let retried: usize = summary
+        .split_once(" recipients have a final result (")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((80..=100).contains(&retried), "{summary}");
+    let delivered: usize = ["apns", "fcm", "webpush"]
+        .iter()
+        .map(|p| count(summary, "delivered", p))
+        .sum();
+    assert_eq!(delivered, 1740, "{summary}");
+}
+
+#[test]
+fn demo_through_rabbitmq() {
+    let out = demo(&[]);
+    assert!(out.contains("queue: RabbitMQ"), "{out}");
+    check(&out);
+}
+
+#[test]
+fn demo_in_process() {
+    let out = demo(&["--in-process"]);
+    assert!(out.contains("queue: in-process"), "{out}");
+    check(&out);
+}
