@@ -3,6 +3,8 @@
 //! in-process queue, and every recipient ends with the code its scripted
 //! token implies.
 
+#![allow(clippy::expect_used)]
+
 use std::process::Command;
 
 fn demo(extra: &[&str]) -> String {
