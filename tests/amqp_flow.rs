@@ -182,3 +182,35 @@ async fn a_hanging_job_does_not_stall_the_prefetch_window() {
     assert_eq!(left.len(), 1, "the hanging job went back to the queue");
     h.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_is_dead_lettered_once_not_redelivered_forever() {
+    let mut h = Harness::new(|_, _| {}).await;
+    let deliver = Arc::new(Scripted::default());
+    let daemon = h.start(Arc::clone(&deliver));
+    h.publish_job(&job("j-boom", &["boom-1"])).await;
+    h.publish_job(&job("j-after", &["ok-after"])).await;
+
+    let dead = h.dead_letters(1, Duration::from_secs(10)).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "internal-error");
+    let body: serde_json::Value = serde_json::from_slice(&dead[0].1).unwrap();
+    assert_eq!(body["id"], "j-boom", "the original job is kept");
+    let got = h.collect(1, Duration::from_secs(10)).await;
+    assert_eq!(got.finals().len(), 1);
+    assert_eq!(got.finals()[0].job_id, "j-after", "consumption continues");
+
+    let status = Arc::clone(&daemon.status);
+    daemon.shutdown().await.unwrap();
+    let seen = deliver.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.get(&("boom-1".to_owned(), 1)),
+        Some(&1),
+        "delivered once: no requeue loop"
+    );
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(status.dead_lettered.load(Relaxed), 1);
+    assert_eq!(status.jobs_acked.load(Relaxed), 2);
+    assert!(h.take_input().await.is_empty());
+    h.cleanup().await;
+}

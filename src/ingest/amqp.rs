@@ -25,7 +25,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use super::acks::{AckTracker, Disposition};
-use super::handle::{handle, QueueCtx, SessionCtx};
+use super::handle::{handle_guarded, QueueCtx, SessionCtx};
 use super::retry::RetryPolicy;
 use super::{topology, IngestError};
 use crate::app::{stopped, Status};
@@ -231,7 +231,7 @@ impl<D: Deliver> Worker<D> {
         let queue = Arc::clone(&self.queue);
         let handle = self
             .tasks
-            .spawn(async move { (tag, handle(&ctx, &queue, &delivery).await) });
+            .spawn(async move { (tag, handle_guarded(&ctx, &queue, &delivery).await) });
         self.task_tags.insert(handle.id(), tag);
     }
 
@@ -253,6 +253,8 @@ impl<D: Deliver> Worker<D> {
             }
             Err(e) => {
                 if let Some(tag) = self.task_tags.remove(&e.id()) {
+                    // Panics in job code are caught in `handle_guarded`; this is
+                    // a panic while dead-lettering, so the broker keeps the job.
                     if e.is_panic() {
                         tracing::error!(queue = %self.queue.name, "a job task panicked; job requeued");
                         self.acks.finished(tag, Disposition::Requeue);

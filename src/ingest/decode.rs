@@ -22,7 +22,8 @@ pub mod headers {
     pub const EXPIRES: &str = "x-pushgate-expires-ms";
     /// Routes a retry to its delay queue through the retry exchange.
     pub const DELAY: &str = "x-pushgate-delay";
-    /// Why a message is in the dead queue (`not-json`, `invalid-job`, `unknown-app`, `max-attempts`).
+    /// Why a message is in the dead queue (`not-json`, `invalid-job`, `unknown-app`, `max-attempts`,
+    /// `internal-error` for a job whose handling panicked).
     pub const REASON: &str = "x-pushgate-reason";
     /// A human-readable detail of the reason.
     pub const DETAIL: &str = "x-pushgate-detail";

@@ -2,10 +2,12 @@
 //! dead letters, wait for the broker's confirms, and say how to settle it.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -53,6 +55,49 @@ pub async fn handle<D: Deliver>(
             let settled = s.dispatcher.dispatch(&run, &queue.permits).await;
             publish_settled(s, queue, &run, settled).await
         }
+    }
+}
+
+/// [`handle`], with a panic in the job's code (a bug) turned into a dead
+/// letter with reason `internal-error` and an ack. Requeueing instead would
+/// redeliver the same job into the same panic, forever.
+pub async fn handle_guarded<D: Deliver>(
+    s: &SessionCtx<D>,
+    queue: &QueueCtx,
+    delivery: &Delivery,
+) -> Result<Disposition, IngestError> {
+    let panic = match AssertUnwindSafe(handle(s, queue, delivery))
+        .catch_unwind()
+        .await
+    {
+        Ok(settled) => return settled,
+        Err(panic) => panic,
+    };
+    let what = panic_message(panic.as_ref());
+    let h = read_headers(&delivery.properties);
+    let job_id = h.job_id.as_deref().unwrap_or("unknown");
+    tracing::error!(queue = %queue.name, job_id, panic = %what,
+        "a job panicked (a pushgate bug); dead-lettered as internal-error");
+    let mut dead = FieldTable::default();
+    dead.insert(headers::REASON.into(), text("internal-error"));
+    dead.insert(headers::DETAIL.into(), text(truncate(&what)));
+    dead.insert(headers::JOB_ID.into(), text(job_id));
+    dead.insert(headers::ORIGIN.into(), text(&queue.name));
+    let confirm = publish(s, "", &s.amqp.dead_queue, &delivery.data, dead).await?;
+    let disposition = await_confirms(vec![confirm]).await?;
+    if disposition == Disposition::Ack {
+        s.status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(disposition)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_owned()
     }
 }
 

@@ -33,7 +33,7 @@ pub fn amqp_url() -> String {
 /// The provider stand-in: outcome by token prefix.
 /// `ok` delivered; `gone` NotRegistered; `flaky` unavailable on attempt 1
 /// then delivered; `down` always unavailable; `slow` 300 ms then delivered;
-/// `hang` 60 s then delivered.
+/// `hang` 60 s then delivered; `boom` panics (a bug in the provider layer).
 #[derive(Default)]
 pub struct Scripted {
     pub calls: AtomicUsize,
@@ -60,6 +60,9 @@ impl Deliver for Scripted {
             o.provider_status = Some(503);
             o
         };
+        if token.starts_with("boom") {
+            panic!("scripted panic for {token}");
+        }
         if token.starts_with("gone") {
             let mut o = Outcome::local(Code::NotRegistered, "Unregistered");
             o.provider_status = Some(410);
