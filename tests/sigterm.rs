@@ -137,7 +137,7 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
         .unwrap();
     }
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
         .args(["run", "--config"])
         .arg(&path)
         .stdout(Stdio::piped())
