@@ -26,6 +26,10 @@ use super::stats::{ReceivedRequest, SimStats};
 /// The initial stream window; re-announcing it is how a new SETTINGS is provoked.
 const INITIAL_WINDOW: u32 = 65_535;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The connection-level flow-control window the simulators announce.
+const CONNECTION_WINDOW: u32 = 8 << 20;
+/// Streams a client may cancel before the server accepted them.
+const PENDING_ACCEPT_RESETS: usize = 4096;
 
 /// A running simulator. Dropping the handle leaves it running until the
 /// runtime stops; [`SimHandle::shutdown`] stops it and frees the port.
@@ -213,6 +217,14 @@ async fn serve_conn<H: Handler>(tcp: TcpStream, setup: ServerSetup, handler: Arc
     builder
         .max_concurrent_streams(setup.max_streams)
         .initial_window_size(INITIAL_WINDOW)
+        // A connection window for 1,000 streams of 4 KiB bodies: with h2's
+        // default 64 KiB, a starved server makes the client split bodies
+        // into small DATA frames, which h2's anti-abuse budget answers with
+        // GOAWAY(ENHANCE_YOUR_CALM, "too_many_data_frames"), not APNs-like.
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        // Clients cancel streams the server has not accepted yet when their
+        // deadline passes under load; h2's default (20) would GOAWAY for it.
+        .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS)
         .max_frame_size(16_384)
         .max_header_list_size(8_000)
         .header_table_size(4_096);

@@ -218,7 +218,9 @@ async fn serve(
         tokio::select! {
             ended = poll_fn(|cx| poll_watch(shared, conn, &mut connection, cx)) => {
                 if let Err(e) = ended {
-                    tracing::warn!(pool = shared.label, conn = conn.id.0, error = %e, "connection failed");
+                    // hyper's Display is only "http2 error"; the cause is in the source chain.
+                    let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+                    tracing::warn!(pool = shared.label, conn = conn.id.0, error = %e, cause, "connection failed");
                 } else {
                     tracing::debug!(pool = shared.label, conn = conn.id.0, "connection closed by peer");
                 }
