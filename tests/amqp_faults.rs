@@ -17,7 +17,9 @@ async fn forced_connection_close_mid_run_still_gives_every_job_its_results() {
     let mut h = Harness::new(|amqp, _| amqp.inputs[0].prefetch = 8).await;
     let deliver = Arc::new(Scripted::default());
     let daemon = h.start(Arc::clone(&deliver));
-    let jobs = 120;
+    // 300 jobs with a 300 ms recipient, 8 at a time: about 11 s, longer
+    // than rabbitmqctl takes to find and close the connection.
+    let jobs = 300;
     for j in 0..jobs {
         let (a, b) = (format!("slow-{j}-a"), format!("ok-{j}-b"));
         h.publish_job(&job(&format!("job-{j}"), &[&a, &b])).await;
@@ -54,6 +56,13 @@ async fn forced_connection_close_mid_run_still_gives_every_job_its_results() {
         h.collect_more(&mut got, n, 0, Duration::from_secs(2)).await;
     }
     let st = Arc::clone(&daemon.status);
+    // The close may land after the last result: wait for the new session.
+    for _ in 0..100 {
+        if st.sessions.load(Relaxed) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(st.sessions.load(Relaxed) >= 2, "reconnected");
     daemon.shutdown().await.unwrap();
     let mut per: HashMap<(String, String), usize> = HashMap::new();

@@ -12,6 +12,16 @@ pub enum Disposition {
     Requeue,
 }
 
+impl Disposition {
+    /// Ack only when both parts of a job's publishing were confirmed.
+    pub fn and(self, other: Disposition) -> Disposition {
+        match (self, other) {
+            (Disposition::Ack, Disposition::Ack) => Disposition::Ack,
+            _ => Disposition::Requeue,
+        }
+    }
+}
+
 /// One frame to send: settle `tag`, and with `multiple` every unsettled
 /// tag below it on the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,6 +25,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use super::acks::{AckTracker, Disposition};
+use super::batch::ResultBatcher;
 use super::handle::{handle_guarded, QueueCtx, SessionCtx};
 use super::retry::RetryPolicy;
 use super::{topology, IngestError};
@@ -115,6 +116,7 @@ async fn run_connected<D: Deliver>(
         apps: Arc::clone(&base.apps),
         amqp: Arc::clone(&base.amqp),
         publisher: publisher.clone(),
+        results: ResultBatcher::start(publisher.clone(), base.amqp.results_exchange.clone()),
         status: Arc::clone(&base.status),
     });
     let mut workers = JoinSet::new();

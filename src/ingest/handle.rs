@@ -15,6 +15,7 @@ use lapin::{BasicProperties, Channel, PublisherConfirm};
 use tokio::sync::Semaphore;
 
 use super::acks::Disposition;
+use super::batch::ResultBatcher;
 use super::decode::{decode, headers, BadJob, Decoded, JobHeaders};
 use super::IngestError;
 use crate::app::Status;
@@ -22,7 +23,7 @@ use crate::config::{AmqpConfig, AppConfig};
 use crate::dispatch::{Deliver, Dispatcher, JobRun, Settled};
 use crate::job::Job;
 use crate::outcome::Status as EntryStatus;
-use crate::report::{self, EntryContext, ResultEntry, TokenEntry, TokenFeedback};
+use crate::report::{self, EntryContext, ResultEntry, TokenEntry};
 
 /// What the job tasks of one broker session share.
 pub struct SessionCtx<D> {
@@ -31,6 +32,8 @@ pub struct SessionCtx<D> {
     pub amqp: Arc<AmqpConfig>,
     /// The publishing channel, in confirm mode.
     pub publisher: Channel,
+    /// Publishes result and token-feedback messages, shared between jobs.
+    pub results: ResultBatcher,
     pub status: Arc<Status>,
 }
 
@@ -126,8 +129,8 @@ async fn publish_settled<D: Deliver>(
         confirms.push(publish(s, "", &s.amqp.dead_queue, &body, h).await?);
     }
     let finals = settled.entries.iter().filter(|e| e.is_final()).count();
-    publish_entries(s, &run.job.app, settled.entries, &mut confirms).await?;
-    let disposition = await_confirms(confirms).await?;
+    let results = publish_entries(s, &run.job.app, settled.entries).await?;
+    let disposition = await_confirms(confirms).await?.and(results);
     if disposition == Disposition::Ack {
         let st = &s.status;
         st.results_final.fetch_add(finals as u64, Ordering::Relaxed);
@@ -140,13 +143,13 @@ async fn publish_settled<D: Deliver>(
     Ok(disposition)
 }
 
-/// Result messages (chunks of 1000) and token feedback for `entries`.
+/// Hands `entries` (and the token feedback they imply) to the session's
+/// result batcher; resolves once the broker confirmed them.
 async fn publish_entries<D: Deliver>(
     s: &SessionCtx<D>,
     app: &str,
     entries: Vec<ResultEntry>,
-    confirms: &mut Vec<PublisherConfirm>,
-) -> Result<(), IngestError> {
+) -> Result<Disposition, IngestError> {
     let tokens: Vec<TokenEntry> = entries.iter().filter_map(TokenEntry::from_entry).collect();
     let entries: Vec<ResultEntry> = if s.amqp.results_undelivered_only {
         entries
@@ -156,22 +159,12 @@ async fn publish_entries<D: Deliver>(
     } else {
         entries
     };
-    let exchange = &s.amqp.results_exchange;
-    let key = report::results_key(app);
-    for msg in report::result_messages(app, entries) {
-        let body = serde_json::to_vec(&msg)?;
-        confirms.push(publish(s, exchange, &key, &body, FieldTable::default()).await?);
-    }
-    if !tokens.is_empty() {
-        let feedback = TokenFeedback {
-            app: app.to_owned(),
-            tokens,
-        };
-        let body = serde_json::to_vec(&feedback)?;
-        let key = report::token_key(app);
-        confirms.push(publish(s, exchange, &key, &body, FieldTable::default()).await?);
-    }
-    Ok(())
+    let acked = s.results.submit(app, entries, tokens).await?;
+    Ok(if acked {
+        Disposition::Ack
+    } else {
+        Disposition::Requeue
+    })
 }
 
 /// Bad input: failed results for the readable recipients, the message to
@@ -198,17 +191,18 @@ async fn handle_bad<D: Deliver>(
         .map(|r| ResultEntry::local_failure(&ctx, r, bad.code, &bad.detail))
         .collect();
     let finals = entries.len();
+    let results = match &bad.app {
+        Some(app) => publish_entries(s, app, entries).await?,
+        None => Disposition::Ack,
+    };
     let mut confirms = Vec::new();
-    if let Some(app) = &bad.app {
-        publish_entries(s, app, entries, &mut confirms).await?;
-    }
     let mut dead = FieldTable::default();
     dead.insert(headers::REASON.into(), text(bad.reason));
     dead.insert(headers::DETAIL.into(), text(truncate(&bad.detail)));
     dead.insert(headers::JOB_ID.into(), text(&bad.job_id));
     dead.insert(headers::ORIGIN.into(), text(&queue.name));
     confirms.push(publish(s, "", &s.amqp.dead_queue, &delivery.data, dead).await?);
-    let disposition = await_confirms(confirms).await?;
+    let disposition = await_confirms(confirms).await?.and(results);
     if disposition == Disposition::Ack {
         s.status
             .results_final

@@ -3,6 +3,7 @@
 
 pub mod acks;
 pub mod amqp;
+pub mod batch;
 pub mod decode;
 pub mod handle;
 pub mod retry;
@@ -19,6 +20,8 @@ pub enum IngestError {
     ConsumerClosed(String),
     #[error("connecting to the broker timed out")]
     ConnectTimeout,
+    #[error("publishing results: {0}")]
+    Results(String),
     #[error("a job task failed: {0}")]
     Task(String),
 }

@@ -1,0 +1,245 @@
+//! Shares result and token-feedback messages between jobs of one app.
+//!
+//! The broker takes far fewer confirmed publishes per second than it
+//! delivers and acks jobs (design.md: about 16,000/s on 2 cores), so a
+//! message per single-recipient job would cap the gateway there. Job tasks
+//! hand their entries to one [`ResultBatcher`] per broker session; its task
+//! takes everything that is waiting (up to [`report::MAX_ENTRIES`] entries
+//! per message), publishes one message per app and chunk, and tells each
+//! job when the broker confirmed the messages that carry its entries.
+//!
+//! Batching is opportunistic: nothing waits for a batch to fill. An idle
+//! gateway publishes each job's results at once; a busy one finds many jobs
+//! waiting and packs them together.
+
+use std::collections::BTreeMap;
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel, PublisherConfirm};
+use tokio::sync::{mpsc, oneshot};
+
+use super::IngestError;
+use crate::report::{self, ResultEntry, TokenEntry, TokenFeedback};
+
+/// Submissions waiting for the batcher task, at most.
+const QUEUE: usize = 4096;
+
+/// What a job hands over: its entries and the tokens to report.
+struct Submission {
+    app: String,
+    entries: Vec<ResultEntry>,
+    tokens: Vec<TokenEntry>,
+    /// `Ok(true)`: every message with these entries was confirmed;
+    /// `Ok(false)`: the broker refused one (nack).
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// The sending side, shared by the job tasks of one session.
+#[derive(Clone)]
+pub struct ResultBatcher {
+    tx: mpsc::Sender<Submission>,
+}
+
+impl ResultBatcher {
+    /// Starts the batcher task publishing on `publisher` (in confirm mode)
+    /// to `exchange`. It ends when every [`ResultBatcher`] clone is dropped.
+    pub fn start(publisher: Channel, exchange: String) -> ResultBatcher {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(rx, publisher, exchange));
+        ResultBatcher { tx }
+    }
+
+    /// Publishes `entries` and `tokens` of `app` (sharing messages with
+    /// other jobs) and resolves once the broker confirmed them: `Ok(true)`
+    /// when all were acked, `Ok(false)` when one was refused.
+    pub async fn submit(
+        &self,
+        app: &str,
+        entries: Vec<ResultEntry>,
+        tokens: Vec<TokenEntry>,
+    ) -> Result<bool, IngestError> {
+        if entries.is_empty() && tokens.is_empty() {
+            return Ok(true);
+        }
+        let (done, wait) = oneshot::channel();
+        let submission = Submission {
+            app: app.to_owned(),
+            entries,
+            tokens,
+            done,
+        };
+        let gone = || IngestError::Results("the result publisher stopped".into());
+        self.tx.send(submission).await.map_err(|_| gone())?;
+        wait.await
+            .map_err(|_| gone())?
+            .map_err(IngestError::Results)
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Submission>, publisher: Channel, exchange: String) {
+    while let Some(first) = rx.recv().await {
+        let batch = gather(first, &mut rx);
+        let (groups, waiters) = group(batch);
+        match publish_groups(&publisher, &exchange, groups).await {
+            Ok(confirms) => {
+                tokio::spawn(confirmed(confirms, waiters));
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for w in waiters {
+                    let _ = w.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// `first` and whatever else is already waiting, up to one full message.
+fn gather(first: Submission, rx: &mut mpsc::Receiver<Submission>) -> Vec<Submission> {
+    let mut n = first.entries.len();
+    let mut batch = vec![first];
+    while n < report::MAX_ENTRIES {
+        let Ok(next) = rx.try_recv() else { break };
+        n += next.entries.len();
+        batch.push(next);
+    }
+    batch
+}
+
+/// Entries and tokens per app, and the submitters to answer.
+type Groups = BTreeMap<String, (Vec<ResultEntry>, Vec<TokenEntry>)>;
+
+fn group(batch: Vec<Submission>) -> (Groups, Vec<oneshot::Sender<Result<bool, String>>>) {
+    let mut groups: Groups = BTreeMap::new();
+    let mut waiters = Vec::with_capacity(batch.len());
+    for s in batch {
+        let (entries, tokens) = groups.entry(s.app).or_default();
+        entries.extend(s.entries);
+        tokens.extend(s.tokens);
+        waiters.push(s.done);
+    }
+    (groups, waiters)
+}
+
+async fn publish_groups(
+    publisher: &Channel,
+    exchange: &str,
+    groups: Groups,
+) -> Result<Vec<PublisherConfirm>, IngestError> {
+    let mut confirms = Vec::new();
+    for (app, (entries, tokens)) in groups {
+        let key = report::results_key(&app);
+        for msg in report::result_messages(&app, entries) {
+            let body = serde_json::to_vec(&msg)?;
+            confirms.push(publish(publisher, exchange, &key, &body).await?);
+        }
+        if !tokens.is_empty() {
+            let key = report::token_key(&app);
+            let body = serde_json::to_vec(&TokenFeedback { app, tokens })?;
+            confirms.push(publish(publisher, exchange, &key, &body).await?);
+        }
+    }
+    Ok(confirms)
+}
+
+async fn publish(
+    publisher: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+) -> Result<PublisherConfirm, lapin::Error> {
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    publisher
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+}
+
+/// Waits for the broker's confirms and answers every submitter.
+async fn confirmed(
+    confirms: Vec<PublisherConfirm>,
+    waiters: Vec<oneshot::Sender<Result<bool, String>>>,
+) {
+    let mut answer = Ok(true);
+    for c in confirms {
+        match c.await {
+            Ok(conf) if conf.is_ack() => {}
+            Ok(_) => answer = answer.map(|_| false),
+            Err(e) => answer = Err(e.to_string()),
+        }
+    }
+    for w in waiters {
+        let _ = w.send(answer.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Recipient;
+    use crate::outcome::Code;
+    use crate::report::EntryContext;
+
+    fn entries(job: &str, n: usize) -> Vec<ResultEntry> {
+        let r: Recipient = serde_json::from_str(r#"{"platform":"fcm","token":"t"}"#).unwrap();
+        let ctx = EntryContext {
+            job_id: job,
+            campaign: None,
+            attempt: 1,
+            ts: "2026-01-01T00:00:00Z",
+        };
+        (0..n)
+            .map(|_| ResultEntry::local_failure(&ctx, &r, Code::NotRegistered, "x"))
+            .collect()
+    }
+
+    fn submission(app: &str, job: &str, n: usize) -> Submission {
+        let (done, _) = oneshot::channel();
+        let entries = entries(job, n);
+        let tokens = entries.iter().filter_map(TokenEntry::from_entry).collect();
+        Submission {
+            app: app.into(),
+            entries,
+            tokens,
+            done,
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_jobs_share_messages_per_app() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for (app, job) in [("a", "j1"), ("b", "j2"), ("a", "j3")] {
+            tx.send(submission(app, job, 2)).await.unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        let (groups, waiters) = group(gather(first, &mut rx));
+        assert_eq!(waiters.len(), 3, "every job is answered");
+        let a = &groups["a"];
+        let jobs: Vec<&str> = a.0.iter().map(|e| e.job_id.as_str()).collect();
+        assert_eq!(jobs, ["j1", "j1", "j3", "j3"]);
+        assert_eq!(a.1.len(), 4, "token feedback batched too");
+        assert_eq!(groups["b"].0.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_at_one_full_message() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for j in 0..4 {
+            tx.send(submission("a", &format!("j{j}"), 400))
+                .await
+                .unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        let batch = gather(first, &mut rx);
+        assert_eq!(batch.len(), 3, "400 + 400 + 400 reaches 1,000");
+        let rest = rx.recv().await.unwrap();
+        assert_eq!(rest.entries[0].job_id, "j3");
+    }
+}
