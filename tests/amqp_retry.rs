@@ -31,7 +31,10 @@ async fn flaky_recipient_is_retried_and_delivered_with_attempt_2() {
     );
     assert_eq!((flaky[1].status, flaky[1].attempt), (Status::Delivered, 2));
     assert_eq!(flaky[1].job_id, "j-flaky");
-    // Only the flaky recipient was retried.
+    // Past the longest delay queue's TTL: a retry reaches one delay queue
+    // only, so no second copy comes back.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Only the flaky recipient was retried, once.
     let seen = deliver.seen.lock().unwrap().clone();
     assert_eq!(seen.get(&("flaky-1".into(), 2)), Some(&1));
     assert_eq!(seen.get(&("ok-1".into(), 2)), None);
@@ -103,5 +106,62 @@ async fn max_attempts_gives_a_final_failure_and_a_dead_letter() {
     let seen = deliver.seen.lock().unwrap().clone();
     assert_eq!(seen.get(&("down-1".into(), 4)), None, "never a 4th attempt");
     daemon.shutdown().await.unwrap();
+    h.cleanup().await;
+}
+
+/// A retry reaches exactly one delay queue, also on a broker where an
+/// earlier build left its `x-pushgate-delay` bindings (RabbitMQ skips `x-`
+/// headers when matching, so those bindings took every retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_routed_to_one_delay_queue_only() {
+    use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use pushgate::ingest::retry::RetryPolicy;
+    use pushgate::ingest::topology;
+
+    let h = Harness::new(|_, _| {}).await;
+    let retry = RetryPolicy::new(&h.amqp.retry);
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
+    for i in 0..retry.len() {
+        let mut legacy = FieldTable::default();
+        legacy.insert("x-match".into(), text("all"));
+        legacy.insert("x-pushgate-delay".into(), text(retry.label(i)));
+        h.ch.queue_bind(
+            retry.queue(i).into(),
+            h.amqp.retry.exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            legacy,
+        )
+        .await
+        .unwrap();
+    }
+    topology::declare(&h.ch, &h.amqp, &retry).await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("pushgate-delay".into(), text(retry.label(1)));
+    h.ch.basic_publish(
+        h.amqp.retry.exchange.as_str().into(),
+        h.input().as_str().into(),
+        BasicPublishOptions::default(),
+        b"{}",
+        lapin::BasicProperties::default().with_headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut counts = Vec::new();
+    for i in 0..retry.len() {
+        let q =
+            h.ch.queue_declare(retry.queue(i).into(), passive, FieldTable::default())
+                .await
+                .unwrap();
+        counts.push(q.message_count());
+    }
+    assert_eq!(counts, [0, 1], "only the 400 ms queue holds the retry");
     h.cleanup().await;
 }

@@ -20,8 +20,11 @@ pub mod headers {
     pub const FIRST_RECEIVED: &str = "x-pushgate-first-received-ms";
     /// The job's expiry, ms since the Unix epoch.
     pub const EXPIRES: &str = "x-pushgate-expires-ms";
-    /// Routes a retry to its delay queue through the retry exchange.
-    pub const DELAY: &str = "x-pushgate-delay";
+    /// Routes a retry to its delay queue through the retry (headers)
+    /// exchange. No `x-` prefix: RabbitMQ's headers exchange ignores `x-`
+    /// headers when matching, which would send every retry to every delay
+    /// queue (and deliver it once per delay).
+    pub const DELAY: &str = "pushgate-delay";
     /// Why a message is in the dead queue (`not-json`, `invalid-job`, `unknown-app`, `max-attempts`,
     /// `internal-error` for a job whose handling panicked).
     pub const REASON: &str = "x-pushgate-reason";

@@ -3,7 +3,7 @@
 //! - input queues (durable, classic or quorum);
 //! - delay queues `<prefix><label>` with `x-message-ttl` and `x-dead-letter-exchange = ""`:
 //!   a retry is published to the headers exchange `retry.exchange` with the
-//!   origin input queue as routing key and `x-pushgate-delay: <label>`; when its
+//!   origin input queue as routing key and `pushgate-delay: <label>`; when its
 //!   TTL runs out it is dead-lettered through the default exchange with that
 //!   routing key, i.e. back to the queue it came from;
 //! - the dead queue and the results topic exchange.
@@ -114,5 +114,21 @@ async fn declare_delay_queue(
         QueueBindOptions::default(),
         bind,
     )
+    .await?;
+    // Earlier builds bound with `x-pushgate-delay`, which RabbitMQ does
+    // not match on (it skips `x-` headers), so it took every retry. Remove
+    // it from brokers an older pushgate declared on (no-op otherwise).
+    let mut legacy = FieldTable::default();
+    legacy.insert("x-match".into(), text("all"));
+    legacy.insert(LEGACY_DELAY.into(), text(retry.label(i)));
+    ch.queue_unbind(
+        retry.queue(i).into(),
+        cfg.retry.exchange.as_str().into(),
+        "".into(),
+        legacy,
+    )
     .await
 }
+
+/// The routing header of older releases (see [`declare_delay_queue`]).
+const LEGACY_DELAY: &str = "x-pushgate-delay";
