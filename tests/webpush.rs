@@ -1,10 +1,13 @@
 //! The Web Push provider against the Web Push simulator over real TLS
 //! HTTP/2: the decrypted payload, VAPID, every scripted outcome's code, the
 //! local size limit, and interop with an independent implementation
-//! (the PyPI package `http-ece`, run through python3).
+//! (the PyPI package `http-ece`, run through python3). HTTP/1.1 push
+//! services and the allowed origins are in `webpush_http1.rs`.
 
 // Test helpers outside #[test] fns unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod webpush_support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -12,67 +15,16 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use pushgate::config::{ConnectionConfig, Endpoint, Secret, WebPushConfig, WEBPUSH_ANY_ORIGIN};
-use pushgate::job::{Job, WebPushSubscription};
 use pushgate::outcome::{Class, Code};
 use pushgate::provider::webpush::crypto::MAX_PLAINTEXT;
-use pushgate::provider::webpush::WebPushProvider;
-use pushgate::sim::webpush::{self as sim, WebPushSimHandle, WebPushSimOptions};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
-
-fn dev(name: &str) -> String {
-    format!("{}/config/dev/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn provider(vapid_file: &str) -> WebPushProvider {
-    let pem = std::fs::read(dev(vapid_file)).unwrap();
-    let cfg = WebPushConfig {
-        vapid_key: Secret::new(pushgate::config::webpush::vapid_key(&pem).unwrap()),
-        subject: "mailto:dev@example.com".into(),
-        token_ttl: Duration::from_secs(12 * 3600),
-        connection: ConnectionConfig {
-            endpoint: Endpoint::parse(WEBPUSH_ANY_ORIGIN).unwrap(),
-            connections: 1,
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(3),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-            extra_ca: vec![CertificateDer::from_pem_file(dev("ca.pem")).unwrap()],
-            client_cert: None,
-        },
-    };
-    WebPushProvider::new(&cfg).unwrap()
-}
-
-async fn simulator() -> WebPushSimHandle {
-    sim::start("127.0.0.1:0".parse().unwrap(), WebPushSimOptions::default())
-        .await
-        .unwrap()
-}
-
-fn job(subs: &[WebPushSubscription]) -> Job {
-    let recipients: Vec<_> = subs
-        .iter()
-        .map(|s| serde_json::json!({"platform": "webpush", "subscription": s, "vars": {"name": "Ada"}}))
-        .collect();
-    serde_json::from_value(serde_json::json!({
-        "app": "shop",
-        "recipients": recipients,
-        "notification": {"title": "Hi {{name}}", "body": "Your order shipped",
-                         "image": "https://img.example/p.png", "deeplink": "https://shop.example/o/42"},
-        "data": {"order": "42"},
-        "collapse_key": "order-42",
-        "priority": "high",
-        "ttl": 3600
-    }))
-    .unwrap()
-}
+use pushgate::provider::webpush::transport::Protocol;
+use pushgate::sim::webpush as sim;
+use webpush_support::{authority, expected_payload, job, provider, simulator};
 
 #[tokio::test]
 async fn decrypted_payload_is_what_the_job_asked_for() {
-    let sim = simulator().await;
-    let p = provider("vapid-dev.p8");
+    let sim = simulator(false).await;
+    let p = provider("vapid-dev.p8", &sim.base_url());
     let sub = sim.subscribe("ok");
     let j = job(std::slice::from_ref(&sub));
     let out = p.send(&j, 0, 1).await;
@@ -84,29 +36,25 @@ async fn decrypted_payload_is_what_the_job_asked_for() {
     let r = &got[0];
     assert_eq!(format!("{}{}", sim.base_url(), r.path), sub.endpoint);
     let payload: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-    assert_eq!(
-        payload,
-        serde_json::json!({
-            "title": "Hi Ada", "body": "Your order shipped", "image": "https://img.example/p.png",
-            "url": "https://shop.example/o/42", "tag": "order-42", "data": {"order": "42"}
-        })
-    );
+    assert_eq!(payload, expected_payload());
+    assert_eq!(r.version, http::Version::HTTP_2);
     assert_eq!(r.ttl, 3600);
     assert_eq!(r.urgency.as_deref(), Some("high"));
     assert_eq!(r.topic.as_deref(), Some("order-42"));
     assert_eq!(r.vapid.subject, "mailto:dev@example.com");
     assert_eq!(r.vapid.key, p.public_key());
-    // One pool for the origin, reused by a second send.
+    // One pool for the origin, reused by a second send; it speaks HTTP/2.
     assert!(p.send(&j, 0, 1).await.is_delivered());
     assert_eq!(p.origins(), 1);
+    assert_eq!(p.protocol(&authority(&sim)), Some(Protocol::Http2));
     p.shutdown().await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn dev_subscriptions_need_no_registration() {
-    let sim = simulator().await;
-    let p = provider("vapid-dev.p8");
+    let sim = simulator(false).await;
+    let p = provider("vapid-dev.p8", &sim.base_url());
     let (sub, _) = sim::dev_subscription(&sim.base_url(), "/demo/ada");
     let out = p.send(&job(&[sub]), 0, 1).await;
     assert!(out.is_delivered(), "{out:?}");
@@ -116,8 +64,8 @@ async fn dev_subscriptions_need_no_registration() {
 
 #[tokio::test]
 async fn wrong_vapid_key_is_invalid_credentials() {
-    let sim = simulator().await;
-    let p = provider("vapid-other.p8");
+    let sim = simulator(false).await;
+    let p = provider("vapid-other.p8", &sim.base_url());
     let out = p.send(&job(&[sim.subscribe("ok")]), 0, 1).await;
     assert_eq!(out.code, Some(Code::InvalidCredentials), "{out:?}");
     assert_eq!(out.class(), Some(Class::Credentials));
@@ -129,8 +77,8 @@ async fn wrong_vapid_key_is_invalid_credentials() {
 
 #[tokio::test]
 async fn every_scripted_outcome_gives_its_code() {
-    let sim = simulator().await;
-    let p = provider("vapid-dev.p8");
+    let sim = simulator(false).await;
+    let p = provider("vapid-dev.p8", &sim.base_url());
     let cases = [
         ("gone", 410, Code::BrowserUnsubscribed, Class::Token),
         ("notfound", 404, Code::BrowserUnsubscribed, Class::Token),
@@ -151,8 +99,8 @@ async fn every_scripted_outcome_gives_its_code() {
 
 #[tokio::test]
 async fn oversized_payload_fails_locally_without_a_request() {
-    let sim = simulator().await;
-    let p = provider("vapid-dev.p8");
+    let sim = simulator(false).await;
+    let p = provider("vapid-dev.p8", &sim.base_url());
     let mut j = job(&[sim.subscribe("ok")]);
     j.notification.body = Some("x".repeat(MAX_PLAINTEXT));
     let out = p.send(&j, 0, 1).await;
@@ -165,11 +113,11 @@ async fn oversized_payload_fails_locally_without_a_request() {
 
 #[tokio::test]
 async fn unreachable_push_service_is_provider_unavailable() {
-    let sim = simulator().await;
+    let sim = simulator(false).await;
     let base = sim.base_url();
     sim.shutdown().await;
     let (sub, _) = sim::dev_subscription(&base, "/ok/x");
-    let p = provider("vapid-dev.p8");
+    let p = provider("vapid-dev.p8", &base);
     let out = p.send(&job(&[sub]), 0, 1).await;
     assert_eq!(out.code, Some(Code::ProviderUnavailable), "{out:?}");
 }
@@ -223,8 +171,8 @@ fn http_ece(input: &serde_json::Value) -> serde_json::Value {
 
 #[tokio::test]
 async fn http_ece_decrypts_what_we_send_and_we_decrypt_what_it_sends() {
-    let sim = simulator().await;
-    let p = provider("vapid-dev.p8");
+    let sim = simulator(false).await;
+    let p = provider("vapid-dev.p8", &sim.base_url());
     let (sub, keys) = sim::mint_subscription(&sim.base_url(), "ok");
     let path = sub.endpoint[sim.base_url().len()..].to_owned();
     sim.register(&path, keys.clone());

@@ -124,7 +124,16 @@ fn webpush_lines(out: &mut String, w: &WebPushConfig) {
         Ok(s) => s.public_key().to_owned(),
         Err(e) => format!("unusable ({e})"),
     };
-    let _ = writeln!(out, "  webpush: any subscription origin (HTTP/2)");
+    let _ = writeln!(
+        out,
+        "  webpush: per push-service origin, HTTP/2 (HTTP/1.1 with up to {} connection(s) where a push service has no HTTP/2)",
+        w.http1_connections,
+    );
+    let _ = writeln!(
+        out,
+        "    allowed origins: {}",
+        w.allowed_origins.entries().join(", ")
+    );
     let _ = writeln!(
         out,
         "    auth: VAPID, subject {}, JWT valid {}, public key {key}",
@@ -167,7 +176,8 @@ mod tests {
             "service account pushgate-dev@pushgate-dev.iam.gserviceaccount.com",
             "app shop-cert\n  apns:",
             "auth: certificate, 1 cert(s), leaf SHA-256 ",
-            "webpush: any subscription origin (HTTP/2)",
+            "webpush: per push-service origin, HTTP/2 (HTTP/1.1 with up to 16 connection(s)",
+            "allowed origins: 127.0.0.1:4444, localhost:4444\n",
             "auth: VAPID, subject mailto:dev@example.com, JWT valid 12h, public key B",
         ] {
             assert!(text.contains(want), "no {want:?} in\n{text}");

@@ -99,7 +99,7 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     let amqp_url = std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned());
     let tag = format!("{:08x}", fastrand::u32(..));
     let dir = std::env::temp_dir().join(format!("pushgate-demo-{tag}"));
-    let path = campaign::write_config(&dir, apns.addr, fcm.addr, &amqp_url, &tag)?;
+    let path = campaign::write_config(&dir, apns.addr, fcm.addr, webpush.addr(), &amqp_url, &tag)?;
     let loaded = config::load(&path);
     let _ = std::fs::remove_dir_all(&dir);
     let config = loaded?;

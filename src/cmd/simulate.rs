@@ -20,6 +20,9 @@ pub struct Args {
     /// Where the Web Push simulator listens (trusts the dev VAPID key).
     #[arg(long, default_value = webpush::DEFAULT_ADDR)]
     pub webpush_addr: SocketAddr,
+    /// Web Push: speak only HTTP/1.1 (keep-alive), like a push service without HTTP/2.
+    #[arg(long)]
+    pub webpush_http1: bool,
     /// Answer delay: `20ms` (fixed) or `5ms..50ms` (uniform).
     #[arg(long, value_parser = Latency::parse, default_value = "0ms")]
     pub latency: Latency,
@@ -78,7 +81,11 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let web = match webpush::start(args.webpush_addr, WebPushSimOptions::default()).await {
+    let web_opts = WebPushSimOptions {
+        http1_only: args.webpush_http1,
+        ..WebPushSimOptions::default()
+    };
+    let web = match webpush::start(args.webpush_addr, web_opts).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!(
@@ -92,10 +99,12 @@ pub async fn run(args: Args) -> ExitCode {
     };
     println!("{}", config_snippet(&apns, &fcm));
     println!(
-        "# Web Push on {}: [apps.shop.webpush] vapid_key_file = \"dev/vapid-dev.p8\", ca_file = \"dev/ca.pem\";
-# endpoints {}/gone/.. 410, /notfound/.. 404, /busy/.. 429, /down/.. 503, anything else 201
-# (keys of unregistered paths: pushgate::sim::webpush::dev_subscription).",
+        "# Web Push on {} ({}): [apps.shop.webpush] vapid_key_file = \"dev/vapid-dev.p8\", ca_file = \"dev/ca.pem\",
+# allowed_origins = [\"{}\"]; endpoints {}/gone/.. 410, /notfound/.. 404, /busy/.. 429,
+# /down/.. 503, anything else 201 (keys of unregistered paths: pushgate::sim::webpush::dev_subscription).",
         web.base_url(),
+        if args.webpush_http1 { "HTTP/1.1 only" } else { "HTTP/2" },
+        web.addr(),
         web.base_url()
     );
     wait_for_stop().await;

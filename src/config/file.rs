@@ -88,12 +88,37 @@ pub struct WebPushSection {
     pub vapid_key_file: Option<PathBuf>,
     pub subject: Option<String>,
     pub token_ttl_secs: Option<u64>,
+    /// A TOML array, or one comma-separated string (as an env override gives).
+    pub allowed_origins: Option<OneOrMany>,
+    pub http1_connections: Option<u64>,
     pub connections: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub keepalive_interval_secs: Option<u64>,
     pub keepalive_timeout_secs: Option<u64>,
     pub ca_file: Option<PathBuf>,
+}
+
+/// A list key that also takes one comma-separated string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::Many(v) => v,
+            OneOrMany::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
 }
 
 impl WebPushSection {

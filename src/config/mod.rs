@@ -12,6 +12,7 @@ pub mod load;
 pub mod providers;
 pub mod secrets;
 pub mod webpush;
+pub mod webpush_origins;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -211,6 +212,11 @@ pub struct WebPushConfig {
     /// placeholder ([`WEBPUSH_ANY_ORIGIN`]): every subscription's origin
     /// gets its own pool built from this template.
     pub connection: ConnectionConfig,
+    /// The push-service origins subscriptions may name (SSRF guard).
+    pub allowed_origins: webpush_origins::AllowedOrigins,
+    /// HTTP/1.1 connections per origin (one request each at a time) for
+    /// push services that do not negotiate HTTP/2.
+    pub http1_connections: usize,
 }
 
 /// The placeholder endpoint of [`WebPushConfig::connection`].

@@ -1,5 +1,6 @@
 //! Validates `[apps.<name>.webpush]` into a [`WebPushConfig`]: the VAPID key
-//! file, the contact subject, the JWT lifetime and the per-origin pool template.
+//! file, the contact subject, the JWT lifetime, the allowed push-service
+//! origins and the per-origin pool template.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -11,10 +12,13 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use super::file::WebPushSection;
 use super::load::Ctx;
 use super::providers::build_connection;
+use super::webpush_origins::AllowedOrigins;
 use super::{secrets, Secret, WebPushConfig, WEBPUSH_ANY_ORIGIN};
 
 /// VAPID JWT lifetime: default 12 h, at most 24 h (RFC 8292 section 2).
 const TOKEN_TTL_SECS: (u64, RangeInclusive<u64>) = (12 * 3600, 600..=24 * 3600);
+/// HTTP/1.1 connections per origin (push services without HTTP/2).
+const HTTP1_CONNECTIONS: (u64, RangeInclusive<u64>) = (16, 1..=256);
 
 pub(super) fn build(prefix: &str, raw: WebPushSection, ctx: &mut Ctx) -> Option<WebPushConfig> {
     let key = |k: &str| format!("{prefix}.{k}");
@@ -52,13 +56,49 @@ pub(super) fn build(prefix: &str, raw: WebPushSection, ctx: &mut Ctx) -> Option<
             TOKEN_TTL_SECS.0
         }
     };
+    let allowed_origins = allowed_origins(prefix, &raw, ctx);
+    let http1_connections = match raw.http1_connections {
+        None => HTTP1_CONNECTIONS.0,
+        Some(v) if HTTP1_CONNECTIONS.1.contains(&v) => v,
+        Some(v) => {
+            ctx.problem(
+                &key("http1_connections"),
+                format!(
+                    "{v} is out of range; use {}..={} (default {})",
+                    HTTP1_CONNECTIONS.1.start(),
+                    HTTP1_CONNECTIONS.1.end(),
+                    HTTP1_CONNECTIONS.0
+                ),
+            );
+            HTTP1_CONNECTIONS.0
+        }
+    };
     let connection = build_connection(prefix, raw.connection(), WEBPUSH_ANY_ORIGIN, ctx)?;
     Some(WebPushConfig {
         vapid_key: Secret::new(vapid_key?),
         subject: subject?,
         token_ttl: Duration::from_secs(ttl),
         connection,
+        allowed_origins: allowed_origins?,
+        http1_connections: usize::try_from(http1_connections).unwrap_or(1),
     })
+}
+
+/// `allowed_origins`: the default push services when absent.
+fn allowed_origins(prefix: &str, raw: &WebPushSection, ctx: &mut Ctx) -> Option<AllowedOrigins> {
+    let Some(list) = raw.allowed_origins.clone() else {
+        return Some(AllowedOrigins::default());
+    };
+    match AllowedOrigins::parse(&list.into_vec()) {
+        Ok(a) => Some(a),
+        Err(problems) => {
+            let k = format!("{prefix}.allowed_origins");
+            for p in problems {
+                ctx.problem(&k, p);
+            }
+            None
+        }
+    }
 }
 
 fn vapid_key_file(prefix: &str, raw: &WebPushSection, ctx: &mut Ctx) -> Option<Vec<u8>> {
@@ -136,6 +176,8 @@ mod tests {
         let w = cfg.apps["web"].webpush.as_ref().unwrap();
         assert_eq!(w.subject, "mailto:a@b.c");
         assert_eq!(w.token_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(w.allowed_origins, AllowedOrigins::default());
+        assert_eq!(w.http1_connections, 16);
         assert_eq!(w.connection.extra_ca.len(), 1);
         assert!(cfg.apps["web"].apns.is_none());
     }
@@ -164,6 +206,56 @@ mod tests {
         .join("\n");
         assert!(err.contains("apps.web.webpush.vapid_key_file: "), "{err}");
         assert!(err.contains("PKCS#8"), "{err}");
+    }
+
+    const BASE: &str =
+        "[apps.web.webpush]\nvapid_key_file = \"dev/vapid-dev.p8\"\nsubject = \"mailto:a@b.c\"\n";
+
+    #[test]
+    fn allowed_origins_as_a_list_or_one_comma_separated_string() {
+        let cfg = load(&format!(
+            "{BASE}allowed_origins = [\"@default\", \"127.0.0.1:4444\"]\nhttp1_connections = 3"
+        ))
+        .unwrap();
+        let w = cfg.apps["web"].webpush.as_ref().unwrap();
+        assert!(w.allowed_origins.check("127.0.0.1", 4444).is_ok());
+        assert!(w.allowed_origins.check("fcm.googleapis.com", 443).is_ok());
+        assert_eq!(w.http1_connections, 3);
+        // What an environment override gives: one string.
+        let env = vec![(
+            "PUSHGATE_APPS__WEB__WEBPUSH__ALLOWED_ORIGINS".to_owned(),
+            "push.example.net, localhost:4444".to_owned(),
+        )];
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let cfg = crate::config::load_str(BASE, &base, env).unwrap();
+        let w = cfg.apps["web"].webpush.as_ref().unwrap();
+        assert_eq!(
+            w.allowed_origins.entries(),
+            ["push.example.net", "localhost:4444"]
+        );
+        assert!(w.allowed_origins.check("fcm.googleapis.com", 443).is_err());
+    }
+
+    #[test]
+    fn bad_allowed_origins_and_http1_connections_are_named() {
+        let err = load(&format!(
+            "{BASE}allowed_origins = [\"http://x.example\", \"*.com\"]\nhttp1_connections = 0"
+        ))
+        .unwrap_err()
+        .problems
+        .join("\n");
+        for want in [
+            "apps.web.webpush.allowed_origins: \"http://x.example\": push services are https only",
+            "apps.web.webpush.allowed_origins: \"*.com\": a wildcard needs",
+            "apps.web.webpush.http1_connections: 0 is out of range; use 1..=256 (default 16)",
+        ] {
+            assert!(err.contains(want), "no {want:?} in\n{err}");
+        }
+        let err = load(&format!("{BASE}allowed_origins = []")).unwrap_err();
+        assert!(
+            err.problems.join("\n").contains("allowed_origins: empty"),
+            "{err:?}"
+        );
     }
 
     #[test]

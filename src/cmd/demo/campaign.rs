@@ -141,13 +141,15 @@ fn browser(base: &str, kind: &Mix, i: usize) -> serde_json::Value {
                        "vars": {"name": format!("user {i}")}})
 }
 
-/// Writes the dev material and a config for simulators at `apns`/`fcm`
-/// into `dir`; returns the config path. Queue names carry `tag` so a demo
-/// never touches a real deployment's queues.
+/// Writes the dev material and a config for simulators at `apns`/`fcm`/
+/// `webpush` (the one origin Web Push may send to) into `dir`; returns the
+/// config path. Queue names carry `tag` so a demo never touches a real
+/// deployment's queues.
 pub fn write_config(
     dir: &Path,
     apns: SocketAddr,
     fcm: SocketAddr,
+    webpush: SocketAddr,
     amqp_url: &str,
     tag: &str,
 ) -> std::io::Result<PathBuf> {
@@ -178,6 +180,7 @@ ca_file = "ca.pem"
 [apps.shop.webpush]
 vapid_key_file = "vapid-dev.p8"
 subject = "mailto:demo@example.com"
+allowed_origins = ["{webpush}"]
 connections = 2
 ca_file = "ca.pem"
 

@@ -142,10 +142,10 @@ impl FcmAnswer {
     }
 }
 
-/// `Retry-After` as delay seconds (HTTP dates are not used by FCM).
+/// `Retry-After` in either RFC 9110 form (delta-seconds or HTTP-date); the
+/// APNs provider reads its answers' header through this too.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    crate::provider::retry_after::from_headers(headers)
 }
 
 #[cfg(test)]
@@ -220,6 +220,22 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
         h.insert("retry-after", http::HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+        // An HTTP-date: a past one means "now", a far one a long wait.
+        h.insert(
+            "retry-after",
+            http::HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(
+            "retry-after",
+            http::HeaderValue::from_static("Fri, 01 Jan 20xx 00:00:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+        h.insert(
+            "retry-after",
+            http::HeaderValue::from_static("Fri, 31 Dec 9999 23:59:59 GMT"),
+        );
+        assert!(retry_after(&h).is_some_and(|d| d > Duration::from_secs(3600 * 24 * 365)));
     }
 
     proptest! {

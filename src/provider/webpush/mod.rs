@@ -1,39 +1,36 @@
 //! Web Push (RFC 8030) with VAPID (RFC 8292) and aes128gcm message
-//! encryption (RFC 8291), over one pooled HTTP/2 connection set per
-//! push-service origin.
+//! encryption (RFC 8291), over pooled connections per push-service origin.
 //!
-//! [`WebPushProvider::send`] builds the request ([`request`], encrypting with
-//! [`crypto`]), adds the origin's cached VAPID header ([`auth`]), sends it
-//! through the origin's [`H2Pool`] and classifies the answer ([`response`],
+//! [`WebPushProvider::send`] checks the subscription's origin against the
+//! app's `allowed_origins` and builds the request ([`request`], encrypting
+//! with [`crypto`]), adds the origin's cached VAPID header ([`auth`]), sends
+//! it through the origin's transport ([`transport`]: HTTP/2 through an
+//! `H2Pool`, or HTTP/1.1 keep-alive connections ([`h1`]) when the push
+//! service does not negotiate h2) and classifies the answer ([`response`],
 //! then [`Code::from_webpush`]). Every subscription names its own endpoint,
-//! so pools are created on first use and kept in a bounded map (the least
-//! recently used origin is dropped when it is full).
-//!
-//! Only HTTP/2 push services are supported (FCM, Mozilla autopush, Apple
-//! and Windows all speak it); an HTTP/1.1-only service fails its TLS/ALPN
-//! handshake and its recipients get `ProviderUnavailable`.
+//! so transports are created on first use and kept in a bounded map.
 
 pub mod auth;
 pub mod crypto;
+pub mod h1;
 pub mod request;
 pub mod response;
+pub mod transport;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use ring::rand::SystemRandom;
-use rustls::ClientConfig;
 use tokio::time::Instant;
 
 use self::auth::{VapidAuth, VapidError, VapidSigner};
-use super::h2pool::{H2Pool, PoolError};
+use self::transport::{Origins, Protocol, TransportError};
 use super::tls::{self, TlsError};
-use crate::config::{ConnectionConfig, WebPushConfig};
+use crate::config::webpush_origins::AllowedOrigins;
+use crate::config::WebPushConfig;
 use crate::job::Job;
 use crate::outcome::{Code, Outcome};
 
-/// Origins with a live pool per app; past this the least recently used goes.
+/// Origins with a live transport per app; past this the least recently used goes.
 pub const MAX_ORIGINS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,25 +41,19 @@ pub enum WebPushError {
     Tls(#[from] TlsError),
 }
 
-struct Origin {
-    pool: Arc<H2Pool>,
-    last_used: Instant,
-}
-
 /// Delivers to Web Push subscriptions for one app (one VAPID key).
 pub struct WebPushProvider {
     vapid: VapidAuth,
-    template: ConnectionConfig,
-    tls: Arc<ClientConfig>,
+    allowed: AllowedOrigins,
     rng: SystemRandom,
-    pools: Mutex<HashMap<String, Origin>>,
-    max_origins: usize,
+    origins: Origins,
 }
 
 impl std::fmt::Debug for WebPushProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebPushProvider")
             .field("vapid", &self.vapid)
+            .field("allowed", &self.allowed.entries())
             .field("origins", &self.origins())
             .finish_non_exhaustive()
     }
@@ -72,13 +63,17 @@ impl WebPushProvider {
     /// Loads the VAPID key and the TLS trust; no connection is opened yet.
     pub fn new(cfg: &WebPushConfig) -> Result<WebPushProvider, WebPushError> {
         let signer = VapidSigner::new(cfg.vapid_key.expose(), &cfg.subject, cfg.token_ttl)?;
+        let tls = tls::client_config(&cfg.connection)?;
         Ok(WebPushProvider {
             vapid: VapidAuth::new(signer),
-            template: cfg.connection.clone(),
-            tls: tls::client_config(&cfg.connection)?,
+            allowed: cfg.allowed_origins.clone(),
             rng: SystemRandom::new(),
-            pools: Mutex::new(HashMap::new()),
-            max_origins: MAX_ORIGINS,
+            origins: Origins::new(
+                cfg.connection.clone(),
+                cfg.http1_connections,
+                tls,
+                MAX_ORIGINS,
+            ),
         })
     }
 
@@ -88,19 +83,22 @@ impl WebPushProvider {
         self.vapid.signer().public_key()
     }
 
-    /// Origins with a pool right now.
+    /// Origins with a transport right now.
     pub fn origins(&self) -> usize {
-        self.pools
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.origins.len()
+    }
+
+    /// What the origin `authority` (`host:port`) speaks, once contacted.
+    pub fn protocol(&self, authority: &str) -> Option<Protocol> {
+        self.origins.protocol(authority)
     }
 
     /// Sends recipient `recipient` of `job` (attempt 1 first, then retries:
     /// each attempt is encrypted afresh). Never fails: local refusals,
     /// answers and transport failures are all an [`Outcome`].
     pub async fn send(&self, job: &Job, recipient: usize, attempt: u32) -> Outcome {
-        let built = match request::build(job, recipient, SystemTime::now(), &self.rng) {
+        let now = SystemTime::now();
+        let built = match request::build(job, recipient, &self.allowed, now, &self.rng) {
             Ok(b) => b,
             Err(r) => return Outcome::local(r.code, r.reason),
         };
@@ -112,9 +110,8 @@ impl WebPushProvider {
             Ok(r) => r,
             Err(r) => return Outcome::local(r.code, r.reason),
         };
-        let pool = self.pool(&built.target);
         let started = Instant::now();
-        let answer = pool.send(req).await;
+        let answer = self.origins.send(&built.target.endpoint, req).await;
         let latency = started.elapsed();
         match answer {
             Ok(r) => response::classify(r.status.as_u16(), &r.headers, &r.body, latency),
@@ -122,56 +119,13 @@ impl WebPushProvider {
         }
     }
 
-    /// The pool of `target`'s origin, created on first use.
-    fn pool(&self, target: &request::Target) -> Arc<H2Pool> {
-        let key = &target.endpoint.authority;
-        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        if let Some(o) = pools.get_mut(key) {
-            o.last_used = now;
-            return Arc::clone(&o.pool);
-        }
-        if pools.len() >= self.max_origins {
-            let oldest = pools
-                .iter()
-                .min_by_key(|(_, o)| o.last_used)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                // Requests in flight keep their Arc; the pool closes after them.
-                pools.remove(&k);
-            }
-        }
-        let cfg = ConnectionConfig {
-            endpoint: target.endpoint.clone(),
-            ..self.template.clone()
-        };
-        let pool = Arc::new(H2Pool::new("webpush", &cfg, Arc::clone(&self.tls)));
-        pools.insert(
-            key.clone(),
-            Origin {
-                pool: Arc::clone(&pool),
-                last_used: now,
-            },
-        );
-        pool
-    }
-
-    /// Closes every origin's pool (in-flight requests finish first).
+    /// Closes every origin's connections (in-flight requests finish first).
     pub async fn shutdown(&self) {
-        let pools: Vec<Arc<H2Pool>> = self
-            .pools
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
-            .map(|(_, o)| o.pool)
-            .collect();
-        for p in pools {
-            p.shutdown().await;
-        }
+        self.origins.shutdown().await;
     }
 }
 
-fn transport_failure(e: &PoolError, latency: Duration, attempt: u32) -> Outcome {
+fn transport_failure(e: &TransportError, latency: Duration, attempt: u32) -> Outcome {
     tracing::debug!(error = %e, attempt, "web push request failed");
     Outcome {
         code: Some(Code::from_transport()),

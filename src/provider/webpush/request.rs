@@ -10,6 +10,7 @@ use ring::rand::SecureRandom;
 use serde_json::{Map, Value};
 
 use super::crypto::{self, CryptoError, MAX_PLAINTEXT};
+use crate::config::webpush_origins::AllowedOrigins;
 use crate::config::Endpoint;
 use crate::job::{template, Job, Priority, Recipient, WebPushSubscription};
 use crate::outcome::Code;
@@ -205,9 +206,15 @@ impl Built {
 }
 
 /// Builds recipient `index` of `job`: target, encrypted body, headers.
+///
+/// An endpoint whose origin is not in `allowed` is refused before anything
+/// is encrypted or sent, as InvalidPayload: the subscription may be fine,
+/// this gateway just must not send there, so a token-class code (which
+/// makes producers delete the subscription) would be wrong.
 pub fn build(
     job: &Job,
     index: usize,
+    allowed: &AllowedOrigins,
     now: SystemTime,
     rng: &dyn SecureRandom,
 ) -> Result<Built, Refused> {
@@ -220,6 +227,9 @@ pub fn build(
         .as_ref()
         .ok_or_else(|| Refused::new(Code::InvalidJob, "the recipient has no subscription"))?;
     let target = target(&sub.endpoint).map_err(|e| Refused::new(Code::BrowserUnsubscribed, e))?;
+    allowed
+        .check(&target.endpoint.host, target.endpoint.port)
+        .map_err(|e| Refused::new(Code::InvalidPayload, e))?;
     let body = encrypt(&payload(job, recipient), sub, rng)?;
     Ok(Built {
         target,

@@ -8,6 +8,11 @@ const UA_PUBLIC: &str =
 const UA_PRIVATE: &str = "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94";
 const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 
+/// Allows push.example (the test endpoints) and nothing else.
+fn any() -> AllowedOrigins {
+    AllowedOrigins::parse(&["push.example"]).unwrap()
+}
+
 fn job(endpoint: &str) -> Job {
     let json = serde_json::json!({
         "app": "shop",
@@ -83,7 +88,7 @@ fn ttl_from_job() {
 fn build_sets_headers_and_encrypts_for_the_subscription() {
     let rng = ring::rand::SystemRandom::new();
     let j = job("https://push.example/p/1");
-    let built = build(&j, 0, SystemTime::now(), &rng).unwrap();
+    let built = build(&j, 0, &any(), SystemTime::now(), &rng).unwrap();
     let req = built.to_request("vapid t=x, k=y").unwrap();
     assert_eq!(req.uri().path(), "/p/1");
     let h = req.headers();
@@ -112,13 +117,13 @@ fn oversized_payload_is_refused_locally() {
         body: Some("x".repeat(MAX_PLAINTEXT)),
         ..Notification::default()
     };
-    let refused = build(&j, 0, SystemTime::now(), &rng).err().unwrap();
+    let refused = build(&j, 0, &any(), SystemTime::now(), &rng).err().unwrap();
     assert_eq!(refused.code, Code::PayloadTooLarge);
     // Exactly at the limit is fine.
     let overhead = payload(&j, &j.recipients[0]).len() - MAX_PLAINTEXT;
     j.notification.body = Some("x".repeat(MAX_PLAINTEXT - overhead));
     assert_eq!(payload(&j, &j.recipients[0]).len(), MAX_PLAINTEXT);
-    assert!(build(&j, 0, SystemTime::now(), &rng).is_ok());
+    assert!(build(&j, 0, &any(), SystemTime::now(), &rng).is_ok());
 }
 
 #[test]
@@ -126,7 +131,10 @@ fn missing_subscription_or_recipient_is_refused() {
     let rng = ring::rand::SystemRandom::new();
     let mut j = job("https://push.example/p");
     assert_eq!(
-        build(&j, 3, SystemTime::now(), &rng).err().unwrap().code,
+        build(&j, 3, &any(), SystemTime::now(), &rng)
+            .err()
+            .unwrap()
+            .code,
         Code::InvalidJob
     );
     j.recipients[0] = Recipient {
@@ -143,7 +151,47 @@ fn missing_subscription_or_recipient_is_refused() {
         vars: BTreeMap::new(),
     };
     assert_eq!(
-        build(&j, 0, SystemTime::now(), &rng).err().unwrap().code,
+        build(&j, 0, &any(), SystemTime::now(), &rng)
+            .err()
+            .unwrap()
+            .code,
         Code::BrowserUnsubscribed
     );
+}
+
+#[test]
+fn origins_outside_the_allow_list_are_refused_before_encrypting() {
+    let rng = ring::rand::SystemRandom::new();
+    let defaults = AllowedOrigins::default();
+    for (endpoint, why) in [
+        ("https://push.example/p", "push.example:443 is not in"),
+        (
+            "https://fcm.googleapis.com:8443/fcm/send/x",
+            "fcm.googleapis.com:8443 is not in",
+        ),
+        ("https://169.254.169.254/latest", "IP address or localhost"),
+        ("https://localhost:4444/ok/x", "IP address or localhost"),
+        ("https://[::1]/x", "IP address or localhost"),
+    ] {
+        let mut j = job(endpoint);
+        // Oversized too: the origin check comes first, before any crypto.
+        j.notification.body = Some("x".repeat(MAX_PLAINTEXT));
+        let refused = build(&j, 0, &defaults, SystemTime::now(), &rng)
+            .err()
+            .unwrap();
+        assert_eq!(refused.code, Code::InvalidPayload, "{endpoint}");
+        assert_eq!(refused.code.class(), crate::outcome::Class::Payload);
+        assert!(
+            refused.reason.contains(why),
+            "{endpoint}: {}",
+            refused.reason
+        );
+        assert!(
+            refused.reason.contains("allowed_origins"),
+            "{}",
+            refused.reason
+        );
+    }
+    let j = job("https://fcm.googleapis.com/fcm/send/abc");
+    assert!(build(&j, 0, &defaults, SystemTime::now(), &rng).is_ok());
 }

@@ -34,12 +34,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `Retry-After` in delta-seconds (HTTP dates are not used by push services
-/// in practice and are ignored).
+/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110), through the
+/// providers' shared parser.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    header(headers, "retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    crate::provider::retry_after::from_headers(headers)
 }
 
 /// The body's `reason` / `message` / `error` (Apple, Mozilla, Google send
@@ -121,6 +119,35 @@ mod tests {
         let o = classify(410, &HeaderMap::new(), b"", Duration::ZERO);
         assert_eq!(o.class(), Some(Class::Token));
         assert_eq!(o.provider_reason.as_deref(), Some("Gone"));
+        assert_eq!(o.retry_after, None);
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        // A date in the past: retry now (still "the service gave one").
+        let o = classify(
+            503,
+            &headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")]),
+            b"",
+            Duration::ZERO,
+        );
+        assert_eq!(o.code, Some(Code::ProviderUnavailable));
+        assert_eq!(o.retry_after, Some(Duration::ZERO));
+        let o = classify(
+            429,
+            &headers(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")]),
+            b"",
+            Duration::ZERO,
+        );
+        assert!(o
+            .retry_after
+            .is_some_and(|d| d > Duration::from_secs(86_400)));
+        let o = classify(
+            429,
+            &headers(&[("retry-after", "tomorrow")]),
+            b"",
+            Duration::ZERO,
+        );
         assert_eq!(o.retry_after, None);
     }
 }

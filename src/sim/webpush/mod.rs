@@ -1,14 +1,17 @@
-//! A Web Push service simulator (RFC 8030) over TLS and HTTP/2 that checks
-//! each VAPID header, really decrypts each message with the subscription's
-//! private key, records it, and answers by endpoint path: `/gone/...` 410,
-//! `/notfound/...` 404, `/busy/...` 429 with Retry-After, `/down/...` 503,
-//! anything else 201 Created with a `Location`.
+//! A Web Push service simulator (RFC 8030) over TLS and HTTP/2 (or, with
+//! [`WebPushSimOptions::http1_only`], only HTTP/1.1 with keep-alive, like a
+//! push service without h2) that checks each VAPID header, really decrypts
+//! each message with the subscription's private key, records it, and
+//! answers by endpoint path: `/gone/...` 410, `/notfound/...` 404,
+//! `/busy/...` 429 with Retry-After, `/down/...` 503, anything else 201
+//! Created with a `Location`.
 //!
 //! Keys: subscriptions minted through [`WebPushSimHandle::subscribe`] (or
 //! given with [`WebPushSimHandle::register`]) are remembered by path; any
 //! other path uses its [`keys::dev_keys`]. TEST MATERIAL ONLY.
 
 pub mod keys;
+mod serve;
 pub mod vapid;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -19,8 +22,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
-use http::{Request, Response};
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivatePkcs8KeyDer;
@@ -56,6 +57,8 @@ pub struct Received {
     pub urgency: Option<String>,
     pub topic: Option<String>,
     pub vapid: vapid::Vapid,
+    /// The HTTP version it came over (HTTP/2, or HTTP/1.1 in that mode).
+    pub version: http::Version,
 }
 
 /// How the simulator behaves.
@@ -64,12 +67,16 @@ pub struct WebPushSimOptions {
     /// Uncompressed VAPID public keys accepted; empty accepts any correctly
     /// signed key. Default: the dev key only.
     pub trusted_keys: Vec<Vec<u8>>,
+    /// Speak only HTTP/1.1 (ALPN `http/1.1`, keep-alive), like a push
+    /// service without HTTP/2. Default: HTTP/2 only.
+    pub http1_only: bool,
 }
 
 impl Default for WebPushSimOptions {
     fn default() -> Self {
         WebPushSimOptions {
             trusted_keys: dev_vapid_public_key().into_iter().collect(),
+            http1_only: false,
         }
     }
 }
@@ -90,6 +97,12 @@ pub fn dev_vapid_public_key() -> Option<Vec<u8>> {
 #[derive(Default)]
 struct State {
     trusted: Vec<Vec<u8>>,
+    http1_only: bool,
+    /// TLS connections accepted.
+    connections: std::sync::atomic::AtomicU64,
+    /// TLS connections open now, and the most ever open at once.
+    open: std::sync::atomic::AtomicU64,
+    peak_open: std::sync::atomic::AtomicU64,
     keys: Mutex<HashMap<String, SubscriptionKeys>>,
     received: Mutex<VecDeque<Received>>,
     statuses: Mutex<BTreeMap<u16, u64>>,
@@ -137,6 +150,20 @@ impl WebPushSimHandle {
         lock(&self.state.statuses).clone()
     }
 
+    /// TLS connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most TLS connections that were open at the same time.
+    pub fn peak_connections(&self) -> u64 {
+        self.state
+            .peak_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
         if let Some(t) = self.task.take() {
@@ -159,9 +186,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub async fn start(addr: SocketAddr, opts: WebPushSimOptions) -> io::Result<WebPushSimHandle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(super::dev::server_tls());
+    let mut tls = super::dev::server_tls();
+    if opts.http1_only {
+        let mut only_h1 = (*tls).clone();
+        only_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tls = Arc::new(only_h1);
+    }
+    let acceptor = TlsAcceptor::from(tls);
     let state = Arc::new(State {
         trusted: opts.trusted_keys,
+        http1_only: opts.http1_only,
         ..State::default()
     });
     let (stop, mut stopped) = watch::channel(false);
@@ -172,7 +206,7 @@ pub async fn start(addr: SocketAddr, opts: WebPushSimOptions) -> io::Result<WebP
                 _ = stopped.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((tcp, _)) = accepted else { continue };
-                    tokio::spawn(serve_conn(acceptor.clone(), tcp, Arc::clone(&st), stopped.clone()));
+                    tokio::spawn(serve::serve_conn(acceptor.clone(), tcp, Arc::clone(&st), stopped.clone()));
                 }
             }
         }
@@ -185,67 +219,6 @@ pub async fn start(addr: SocketAddr, opts: WebPushSimOptions) -> io::Result<WebP
     })
 }
 
-async fn serve_conn(
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    state: Arc<State>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let Ok(tls) = acceptor.accept(tcp).await else {
-        return;
-    };
-    let Ok(mut conn) = h2::server::handshake(tls).await else {
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => {
-                conn.graceful_shutdown();
-                let _ = std::future::poll_fn(|cx| conn.poll_closed(cx)).await;
-                return;
-            }
-            next = conn.accept() => match next {
-                Some(Ok((req, respond))) => {
-                    tokio::spawn(serve_stream(Arc::clone(&state), req, respond));
-                }
-                _ => return,
-            },
-        }
-    }
-}
-
-async fn serve_stream(
-    state: Arc<State>,
-    req: Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
-) {
-    let (parts, mut body) = req.into_parts();
-    let mut buf = BytesMut::new();
-    let mut too_large = false;
-    while let Some(chunk) = body.data().await {
-        let Ok(chunk) = chunk else { return };
-        let _ = body.flow_control().release_capacity(chunk.len());
-        if buf.len() + chunk.len() > MAX_BODY {
-            too_large = true;
-        } else {
-            buf.extend_from_slice(&chunk);
-        }
-    }
-    let (status, headers, reason) = answer(&state, &parts, &buf, too_large);
-    *lock(&state.statuses).entry(status).or_default() += 1;
-    let mut resp = Response::builder().status(status);
-    for (k, v) in headers {
-        resp = resp.header(k, v);
-    }
-    let Ok(resp) = resp.body(()) else { return };
-    let body = reason.map(|r| Bytes::from(serde_json::json!({ "reason": r }).to_string()));
-    if let Ok(mut stream) = respond.send_response(resp, body.is_none()) {
-        if let Some(b) = body {
-            let _ = stream.send_data(b, true);
-        }
-    }
-}
-
 type Answer = (u16, Vec<(&'static str, String)>, Option<&'static str>);
 
 fn answer(state: &State, parts: &http::request::Parts, body: &[u8], too_large: bool) -> Answer {
@@ -253,7 +226,13 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8], too_large: b
         return (405, vec![], Some("MethodNotAllowed"));
     }
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
-    let authority = parts.uri.authority().map(|a| a.as_str()).unwrap_or("");
+    // `:authority` over HTTP/2, the Host header over HTTP/1.1.
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| header("host"))
+        .unwrap_or("");
     let origin = match authority.strip_suffix(":443") {
         Some(host) => format!("https://{host}"),
         None => format!("https://{authority}"),
@@ -296,13 +275,16 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8], too_large: b
     };
     record(
         state,
-        path,
-        payload,
-        body,
-        ttl,
-        topic,
-        header("urgency"),
-        vapid,
+        Received {
+            path,
+            payload,
+            body: body.to_vec(),
+            ttl,
+            urgency: header("urgency").map(str::to_owned),
+            topic,
+            vapid,
+            version: parts.version,
+        },
     )
 }
 
@@ -320,33 +302,17 @@ fn scripted(path: &str) -> Option<Answer> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record(
-    state: &State,
-    path: String,
-    payload: Vec<u8>,
-    body: &[u8],
-    ttl: u64,
-    topic: Option<String>,
-    urgency: Option<&str>,
-    vapid: vapid::Vapid,
-) -> Answer {
+/// Keeps an accepted message; answers 201 with its `Location` and TTL.
+fn record(state: &State, message: Received) -> Answer {
     let id = state
         .next_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ttl = message.ttl;
     let mut received = lock(&state.received);
     if received.len() >= RECORD_CAP {
         received.pop_front();
     }
-    received.push_back(Received {
-        path,
-        payload,
-        body: body.to_vec(),
-        ttl,
-        urgency: urgency.map(str::to_owned),
-        topic,
-        vapid,
-    });
+    received.push_back(message);
     let location = format!("/m/{}", B64.encode(id.to_be_bytes()));
     (
         201,
