@@ -21,11 +21,13 @@ COPY loadtest ./loadtest
 COPY config/dev ./config/dev
 # Cache mounts keep the registry and the target directory between builds; the
 # binary is copied out in the same step because cache mounts are not part of
-# the image.
+# the image. The release profile keeps line tables (70 MB); the image drops
+# them and keeps the symbols, so backtraces still name functions (14 MB).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin pushgate \
-    && cp target/release/pushgate /usr/local/bin/pushgate
+    && cp target/release/pushgate /usr/local/bin/pushgate \
+    && strip --strip-debug /usr/local/bin/pushgate
 
 # --- runtime stage ---------------------------------------------------------
 # distroless/cc: glibc, libgcc and CA certificates, no shell, no package
