@@ -15,6 +15,9 @@ if ! python3 -c 'import http_ece' 2>/dev/null; then
   }
 fi
 
+# Deployment files: Dockerfile, kustomize overlays, alert rules (offline; installs its tools).
+bash scripts/check-deploy.sh
+
 cargo test --workspace --all-targets "$@"
 # Doc tests are not covered by --all-targets.
 cargo test --workspace --doc "$@"
