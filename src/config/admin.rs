@@ -1,0 +1,172 @@
+//! The `[admin]` (admin HTTP server, its tokens, the campaign stats cache)
+//! and `[tracking]` (impression tracking key) sections: raw serde structs
+//! and their validation into [`AdminConfig`] and [`TrackingConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::load::Ctx;
+use super::{secrets, Secret};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
+pub const DEFAULT_MAX_CAMPAIGNS: usize = crate::telemetry::stats::DEFAULT_MAX_CAMPAIGNS;
+pub const DEFAULT_TRACKING_KEY: &str = "pg";
+
+/// `[admin]` as written in the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// `host:port`, or "off".
+    pub listen: String,
+    pub token_file: Option<PathBuf>,
+    pub events_token_file: Option<PathBuf>,
+    pub max_campaigns: usize,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: DEFAULT_LISTEN.into(),
+            token_file: None,
+            events_token_file: None,
+            max_campaigns: DEFAULT_MAX_CAMPAIGNS,
+        }
+    }
+}
+
+/// `[tracking]` as written in the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracking {
+    pub enabled: bool,
+    pub key: String,
+}
+
+impl Default for RawTracking {
+    fn default() -> Self {
+        RawTracking {
+            enabled: true,
+            key: DEFAULT_TRACKING_KEY.into(),
+        }
+    }
+}
+
+/// The admin server, validated.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `None`: no admin server ("off").
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for `POST /v1/campaigns/{id}/stop|resume`.
+    pub token: Option<Secret<String>>,
+    /// Bearer token for `POST /v1/events`.
+    pub events_token: Option<Secret<String>>,
+    /// Campaigns kept in the stats cache (least recently updated evicted).
+    pub max_campaigns: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: DEFAULT_LISTEN.parse().ok(),
+            token: None,
+            events_token: None,
+            max_campaigns: DEFAULT_MAX_CAMPAIGNS,
+        }
+    }
+}
+
+/// The tracking key added to every notification, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackingConfig {
+    pub enabled: bool,
+    /// Name of the key (beside `aps` for APNs, in `data` for FCM).
+    pub key: String,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig {
+            enabled: true,
+            key: DEFAULT_TRACKING_KEY.into(),
+        }
+    }
+}
+
+impl TrackingConfig {
+    /// The key name when tracking is on.
+    pub fn key(&self) -> Option<&str> {
+        self.enabled.then_some(self.key.as_str())
+    }
+}
+
+fn token(path_key: &str, file: Option<PathBuf>, ctx: &mut Ctx) -> Option<Secret<String>> {
+    let path = ctx.resolve(&file?);
+    match secrets::read(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) if !s.trim().is_empty() && !s.trim().contains(char::is_whitespace) => {
+                Some(Secret::new(s.trim().to_owned()))
+            }
+            _ => {
+                ctx.problem(
+                    path_key,
+                    "the token file must hold one token (no spaces), e.g. from `openssl rand -hex 32`",
+                );
+                None
+            }
+        },
+        Err(e) => {
+            ctx.problem(path_key, e);
+            None
+        }
+    }
+}
+
+pub(super) fn build_admin(raw: RawAdmin, ctx: &mut Ctx) -> AdminConfig {
+    let listen = if raw.listen == "off" {
+        None
+    } else {
+        match raw.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                ctx.problem(
+                    "admin.listen",
+                    format!(
+                        "{:?} is not host:port (an IP address and port) or \"off\"",
+                        raw.listen
+                    ),
+                );
+                None
+            }
+        }
+    };
+    if raw.max_campaigns == 0 {
+        ctx.problem("admin.max_campaigns", "must be >= 1");
+    }
+    AdminConfig {
+        listen,
+        token: token("admin.token_file", raw.token_file, ctx),
+        events_token: token("admin.events_token_file", raw.events_token_file, ctx),
+        max_campaigns: raw.max_campaigns.max(1),
+    }
+}
+
+pub(super) fn build_tracking(raw: RawTracking, ctx: &mut Ctx) -> TrackingConfig {
+    let k = raw.key.as_str();
+    let charset = k
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !(1..=32).contains(&k.len()) || !charset {
+        ctx.problem("tracking.key", "must be 1-32 characters of A-Z a-z 0-9 _ -");
+    } else if k == "aps" || crate::job::validate::reserved_data_key(k) {
+        ctx.problem(
+            "tracking.key",
+            format!("{k:?} is reserved by APNs or FCM; pick another name"),
+        );
+    }
+    TrackingConfig {
+        enabled: raw.enabled,
+        key: raw.key,
+    }
+}
