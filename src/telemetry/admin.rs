@@ -164,3 +164,6 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, state
         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests;
