@@ -20,8 +20,11 @@ pub mod headers {
     pub const FIRST_RECEIVED: &str = "x-pushgate-first-received-ms";
     /// The job's expiry, ms since the Unix epoch.
     pub const EXPIRES: &str = "x-pushgate-expires-ms";
-    /// Routes a retry to its delay queue through the retry exchange.
-    pub const DELAY: &str = "x-pushgate-delay";
+    /// Routes a retry to its delay queue through the retry exchange. Not
+    /// `x-` prefixed: RabbitMQ's headers exchange ignores `x-` binding
+    /// arguments under `x-match: all`, so every delay queue matched every
+    /// retry and each retry came back once per delay queue.
+    pub const DELAY: &str = "pushgate-delay";
     /// Why a message is in the dead queue (`not-json`, `invalid-job`, `unknown-app`, `max-attempts`).
     pub const REASON: &str = "x-pushgate-reason";
     /// A human-readable detail of the reason.
