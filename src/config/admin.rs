@@ -170,3 +170,83 @@ pub(super) fn build_tracking(raw: RawTracking, ctx: &mut Ctx) -> TrackingConfig 
         key: raw.key,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::config::load_str;
+
+    const APP: &str = r#"
+[apps.shop.apns]
+environment = "sandbox"
+topic = "com.example.shop"
+team_id = "DEVTEAM001"
+key_id = "DEVKEY0001"
+key_file = "dev/apns-dev.p8"
+"#;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    fn problems(extra: &str) -> Vec<String> {
+        match load_str(&format!("{APP}\n{extra}"), &dir(), Vec::new()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems,
+        }
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = load_str(APP, &dir(), Vec::new()).unwrap();
+        assert_eq!(c.admin.listen, "0.0.0.0:9090".parse().ok());
+        assert!(c.admin.token.is_none() && c.admin.events_token.is_none());
+        assert_eq!(c.admin.max_campaigns, 10_000);
+        assert_eq!(c.tracking.key(), Some("pg"));
+        assert_eq!(c.amqp.events_queue, "pushgate.events");
+        assert_eq!(c.amqp.control_exchange, "pushgate.control");
+        let env = vec![
+            ("PUSHGATE_ADMIN__LISTEN".to_owned(), "off".to_owned()),
+            ("PUSHGATE_TRACKING__ENABLED".to_owned(), "false".to_owned()),
+        ];
+        let c = load_str(APP, &dir(), env).unwrap();
+        assert!(c.admin.listen.is_none());
+        assert_eq!(c.tracking.key(), None);
+    }
+
+    #[test]
+    fn token_files_are_read_and_never_printed() {
+        let tmp = std::env::temp_dir().join(format!("pg-admin-{:08x}", fastrand::u32(..)));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("t"), "s3cret-token\n").unwrap();
+        std::fs::write(tmp.join("two"), "a b\n").unwrap();
+        let text = format!(
+            "{APP}\n[admin]\ntoken_file = \"{}\"",
+            tmp.join("t").display()
+        );
+        let c = load_str(&text, &dir(), Vec::new()).unwrap();
+        assert_eq!(c.admin.token.as_ref().unwrap().expose(), "s3cret-token");
+        assert!(!format!("{:?}", c.admin).contains("s3cret"));
+        let p = problems(&format!(
+            "[admin]\nevents_token_file = \"{}\"",
+            tmp.join("two").display()
+        ));
+        assert!(p[0].starts_with("admin.events_token_file"), "{p:?}");
+        let p = problems("[admin]\ntoken_file = \"/nonexistent/token\"");
+        assert!(p[0].starts_with("admin.token_file"), "{p:?}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let p = problems("[admin]\nlisten = \"localhost\"\nmax_campaigns = 0\nbogus = 1\n[tracking]\nkey = \"aps\"");
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("admin.listen")));
+        assert!(p.iter().any(|m| m.starts_with("admin.max_campaigns")));
+        assert!(p.iter().any(|m| m.starts_with("admin.bogus")));
+        assert!(p.iter().any(|m| m.starts_with("tracking.key")));
+        assert_eq!(problems("[tracking]\nkey = \"google_x\"").len(), 1);
+        assert_eq!(problems("[amqp]\nevents_queue = \"\"").len(), 1);
+    }
+}
