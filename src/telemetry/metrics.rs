@@ -142,7 +142,7 @@ impl Metrics {
         };
         let request = b.histograms(
             n::REQUEST_DURATION,
-            "Provider HTTP/2 request time, send to full answer (transport failures included).",
+            "Provider request time: from send (waiting for a free stream included) to the full answer; transport failures included.",
             "platform",
             &n::LATENCY_BUCKETS,
         );
