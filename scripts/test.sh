@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-rabbitmq.sh
+# The telemetry tests check /metrics and the alert rules with promtool.
+bash scripts/ensure-promtool.sh
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
 # The Web Push interop test decrypts with a second implementation (PyPI http-ece).

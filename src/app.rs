@@ -1,6 +1,7 @@
 //! Wiring and lifecycle of the daemon: builds the dispatcher and queue
 //! permits, runs broker sessions with reconnect and backoff, owns shutdown.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,10 +9,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
 use crate::dispatch::{Deliver, Dispatcher};
 use crate::ingest::amqp::{queue_permits, session, Base};
 use crate::ingest::retry::RetryPolicy;
+use crate::job::Platform;
+use crate::telemetry::events::EventSink;
+use crate::telemetry::Telemetry;
 
 /// What the daemon shows the outside (admin server, tests): readiness and
 /// counters. Counters only grow.
@@ -36,11 +40,33 @@ pub struct Status {
     pub retries_published: AtomicU64,
     /// `basic.ack` frames sent (each may ack many jobs).
     pub ack_frames: AtomicU64,
+    /// True while the AMQP connection of a session is up.
+    pub broker_connected: AtomicBool,
+    /// True from the shutdown signal on (consumers cancelled, jobs finishing).
+    pub draining: AtomicBool,
+    /// Prometheus metrics and campaign stats, fed by ingest and dispatch.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Status {
+    /// A status feeding `telemetry` (built by the wiring from the config).
+    pub fn new(telemetry: Arc<Telemetry>) -> Status {
+        Status {
+            telemetry,
+            ..Status::default()
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn is_broker_connected(&self) -> bool {
+        self.broker_connected.load(Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -90,7 +116,10 @@ pub async fn run<D: Deliver>(
     let amqp = Arc::new(config.amqp);
     let retry = Arc::new(RetryPolicy::new(&amqp.retry));
     let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight);
+    init_app_metrics(&config.apps, &status.telemetry);
+    let events = EventSink::new(config.apps.keys().cloned(), Arc::clone(&status.telemetry));
     let base = Base {
+        events: Some(events),
         dispatcher: Dispatcher::new(deliver, Arc::clone(&retry)),
         apps: Arc::new(config.apps),
         queues: amqp.inputs.iter().cloned().zip(permits).collect(),
@@ -104,6 +133,8 @@ pub async fn run<D: Deliver>(
     let watcher = tokio::spawn(async move {
         shutdown.await;
         flag.ready.store(false, Ordering::SeqCst);
+        flag.draining.store(true, Ordering::SeqCst);
+        tracing::info!("draining: consumers cancelled, in-flight jobs finishing");
         let _ = tx.send(true);
     });
     reconnect_loop(&base, &rx).await;
@@ -111,6 +142,21 @@ pub async fn run<D: Deliver>(
     status.ready.store(false, Ordering::SeqCst);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Creates each configured app's series at 0 (dashboards and alerts see them at once).
+pub fn init_app_metrics(apps: &BTreeMap<String, Arc<AppConfig>>, telemetry: &Telemetry) {
+    for (name, app) in apps {
+        let platforms: Vec<Platform> = [
+            app.apns.as_ref().map(|_| Platform::Apns),
+            app.fcm.as_ref().map(|_| Platform::Fcm),
+            app.webpush.as_ref().map(|_| Platform::Webpush),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        telemetry.metrics.init_app(name, &platforms);
+    }
 }
 
 /// Runs sessions until shutdown; a lost session is retried with

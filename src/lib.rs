@@ -22,6 +22,8 @@
 //! - [`dispatch`]: fans a job's recipients out to a [`dispatch::Deliver`] within bounds and classifies outcomes.
 //! - [`report`]: the result and token-feedback messages.
 //! - [`app`]: wiring and lifecycle of the daemon (`pushgate run`), reconnects, shutdown.
+//! - [`telemetry`]: Prometheus metrics, campaign stats, impression/click events,
+//!   the admin HTTP server and log set-up.
 //! - [`cmd`]: the CLI sub-commands that are not the daemon (`check-config`, `send`, `simulate`).
 
 pub mod app;
@@ -34,3 +36,4 @@ pub mod outcome;
 pub mod provider;
 pub mod report;
 pub mod sim;
+pub mod telemetry;

@@ -165,3 +165,29 @@ async fn a_retry_is_routed_to_one_delay_queue_only() {
     assert_eq!(counts, [0, 1], "only the 400 ms queue holds the retry");
     h.cleanup().await;
 }
+
+/// Regression: the retry exchange used to route every retry to every delay
+/// queue (RabbitMQ ignores `x-` binding arguments under `x-match: all`), so
+/// each retry came back once per delay queue and was delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_one_delay_queue_only() {
+    let mut h = Harness::new(|_, _| {}).await;
+    let deliver = Arc::new(Scripted::default());
+    let daemon = h.start(Arc::clone(&deliver));
+    h.publish_job(&job("j-once", &["flaky-9"])).await;
+    let got = h.collect(1, Duration::from_secs(10)).await;
+    assert_eq!(got.finals().len(), 1);
+    // Longer than every delay queue's TTL (200 ms and 400 ms here): a copy
+    // routed to the other delay queue would be back by now.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let seen = deliver.seen.lock().unwrap().clone();
+    assert_eq!(seen.get(&("flaky-9".into(), 2)), Some(&1), "{seen:?}");
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        daemon.status.jobs_received.load(Relaxed),
+        2,
+        "the job and one retry"
+    );
+    daemon.shutdown().await.unwrap();
+    h.cleanup().await;
+}

@@ -61,6 +61,9 @@ exchange = "{prefix}.retry"
 queue_prefix = "{prefix}.retry."
 delays = ["1s"]
 
+[admin]
+listen = "off"
+
 [daemon]
 max_in_flight = 64
 drain_timeout = "20s"
@@ -140,8 +143,8 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
     let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
         .args(["run", "--config"])
         .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pushgate run");
     let no_ack = BasicConsumeOptions {
@@ -185,7 +188,7 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
         let out = child.wait_with_output().unwrap();
         (
             out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     });
     let (status, logs) = tokio::time::timeout(Duration::from_secs(60), waited)
@@ -193,7 +196,7 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
         .expect("pushgate did not exit within 60 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "exit {status}: {logs}");
-    assert!(logs.contains("SIGTERM"), "logs (stdout): {logs}");
+    assert!(logs.contains("SIGTERM"), "logs (stderr): {logs}");
 
     // Every result published before exit, then what is left in the queue.
     while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(2), results.next()).await {

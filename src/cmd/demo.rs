@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
+use crate::app::Status;
 use crate::config::{self, Config};
 use crate::dispatch::gateway::Gateway;
 use crate::dispatch::{Dispatcher, JobRun};
@@ -26,6 +27,8 @@ use crate::job::{Job, Platform};
 use crate::outcome::Code;
 use crate::report::ResultEntry;
 use crate::sim;
+use crate::telemetry::admin::{AdminServer, AdminState};
+use crate::telemetry::{JobCounts, PoolSource, Telemetry};
 
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -40,9 +43,14 @@ pub struct Args {
     /// Do not use RabbitMQ even if one answers.
     #[arg(long)]
     pub in_process: bool,
-    /// Keep the simulators and the gateway running after the campaign, until Ctrl-C.
+    /// Keep the simulators, the gateway (still consuming the demo queue with
+    /// RabbitMQ) and the admin server running after the campaign, until Ctrl-C.
     #[arg(long)]
     pub serve: bool,
+    /// Where the admin server (/metrics, /readyz, /v1/events, /v1/campaigns/..)
+    /// listens; "off" for none. Port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: String,
 }
 
 pub async fn run(args: Args) -> ExitCode {
@@ -103,33 +111,29 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
     let loaded = config::load(&path);
     let _ = std::fs::remove_dir_all(&dir);
     let config = loaded?;
-    let gateway = Arc::new(Gateway::new(&config)?);
+    let telemetry = Arc::new(Telemetry::new(config.admin.max_campaigns));
+    crate::app::init_app_metrics(&config.apps, &telemetry);
+    let gateway = Arc::new(Gateway::new(&config)?.with_telemetry(Arc::clone(&telemetry)));
+    let status = Arc::new(Status::new(Arc::clone(&telemetry)));
+    let admin = start_admin(&args.admin, &config, &status, &gateway).await?;
 
     let jobs = campaign::jobs(args.count, args.batch, "spring-sale", &webpush.base_url());
     let total: usize = jobs.iter().map(|j| j.recipients.len()).sum();
     let use_broker = !args.in_process && broker::answers(&amqp_url).await;
-    if use_broker {
-        println!(
-            "queue: RabbitMQ at {} (demo queues pushgate.demo-{tag}.*, deleted afterwards)",
-            redact(&amqp_url)
-        );
-    } else if args.in_process {
-        println!("queue: in-process (--in-process)");
-    } else {
-        println!(
-            "queue: in-process (no RabbitMQ answers at {}; start one to see the real path)",
-            redact(&amqp_url)
-        );
-    }
+    say_queue(use_broker, args.in_process, &amqp_url, &tag);
     println!("campaign: {total} recipients in {} jobs", jobs.len());
 
     let done = Arc::new(AtomicUsize::new(0));
     let bar = tokio::spawn(progress(Arc::clone(&done), total));
     let started = Instant::now();
+    let mut on_broker = None;
     let tally = if use_broker {
-        broker::run(config, Arc::clone(&gateway), jobs, total, Arc::clone(&done)).await?
+        let b = on_broker
+            .insert(broker::start(config, Arc::clone(&gateway), Arc::clone(&status), &jobs).await?);
+        b.collect(total, &done).await
     } else {
-        in_process(&config, Arc::clone(&gateway), jobs, Arc::clone(&done)).await
+        let feed = (Arc::clone(&done), Arc::clone(&telemetry));
+        in_process(&config, Arc::clone(&gateway), jobs, feed).await
     };
     let elapsed = started.elapsed();
     bar.abort();
@@ -138,16 +142,75 @@ async fn demo(args: Args) -> anyhow::Result<bool> {
 
     if args.serve {
         println!(
-            "serving: simulators stay up (APNs {}, FCM {}); Ctrl-C to stop",
-            apns.addr, fcm.addr
+            "serving: simulators stay up (APNs {}, FCM {}){}; Ctrl-C to stop",
+            apns.addr,
+            fcm.addr,
+            if on_broker.is_some() {
+                ", the gateway keeps consuming the demo queue"
+            } else {
+                ""
+            }
         );
         crate::app::shutdown_signal().await;
+    }
+    if let Some(b) = on_broker {
+        b.finish().await;
+    }
+    if let Some(server) = admin {
+        server.stop().await;
     }
     gateway.shutdown().await;
     apns.shutdown().await;
     fcm.shutdown().await;
     webpush.shutdown().await;
     Ok(tally.finals == total)
+}
+
+/// Starts the admin server on `listen` unless it is "off"; a busy port is
+/// a warning, not a failure (the demo runs without it).
+async fn start_admin(
+    listen: &str,
+    config: &Config,
+    status: &Arc<Status>,
+    gateway: &Arc<Gateway>,
+) -> anyhow::Result<Option<AdminServer>> {
+    if listen == "off" {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--admin {listen:?}: not host:port"))?;
+    let pools: Arc<dyn PoolSource> = gateway.clone();
+    let state = AdminState::from_config(config, Arc::clone(status), Some(pools));
+    match AdminServer::start(addr, state).await {
+        Ok(server) => {
+            println!(
+                "admin: http://{} (/metrics, /readyz, POST /v1/events, /v1/campaigns/spring-sale)",
+                server.addr
+            );
+            Ok(Some(server))
+        }
+        Err(e) => {
+            println!("admin: not started, cannot listen on {addr}: {e} (try --admin 127.0.0.1:0)");
+            Ok(None)
+        }
+    }
+}
+
+fn say_queue(use_broker: bool, in_process: bool, amqp_url: &str, tag: &str) {
+    if use_broker {
+        println!(
+            "queue: RabbitMQ at {} (demo queues pushgate.demo-{tag}.*, deleted afterwards)",
+            redact(amqp_url)
+        );
+    } else if in_process {
+        println!("queue: in-process (--in-process)");
+    } else {
+        println!(
+            "queue: in-process (no RabbitMQ answers at {}; start one to see the real path)",
+            redact(amqp_url)
+        );
+    }
 }
 
 fn loopback() -> std::net::SocketAddr {
@@ -168,15 +231,17 @@ async fn in_process(
     config: &Config,
     gateway: Arc<Gateway>,
     jobs: Vec<Job>,
-    done: Arc<AtomicUsize>,
+    feed: (Arc<AtomicUsize>, Arc<Telemetry>),
 ) -> Tally {
+    let (done, telemetry) = feed;
     let retry = Arc::new(RetryPolicy::new(&config.amqp.retry));
     let dispatcher = Dispatcher::new(gateway, retry);
     let permits = Arc::new(tokio::sync::Semaphore::new(config.daemon.max_in_flight));
     let mut tasks = tokio::task::JoinSet::new();
     for job in jobs {
-        let (d, p, done) = (dispatcher.clone(), Arc::clone(&permits), Arc::clone(&done));
-        tasks.spawn(async move { one_job(d, p, job, done).await });
+        let (d, p) = (dispatcher.clone(), Arc::clone(&permits));
+        let feed = (Arc::clone(&done), Arc::clone(&telemetry));
+        tasks.spawn(async move { one_job(d, p, job, feed).await });
     }
     let mut tally = Tally::default();
     while let Some(res) = tasks.join_next().await {
@@ -191,8 +256,9 @@ async fn one_job(
     dispatcher: Dispatcher<Gateway>,
     permits: Arc<tokio::sync::Semaphore>,
     job: Job,
-    done: Arc<AtomicUsize>,
+    feed: (Arc<AtomicUsize>, Arc<Telemetry>),
 ) -> Vec<ResultEntry> {
+    let (done, telemetry) = feed;
     let now = SystemTime::now();
     let mut run = JobRun {
         job_id: job.effective_id().to_owned(),
@@ -204,6 +270,8 @@ async fn one_job(
     let mut finals = Vec::new();
     loop {
         let settled = dispatcher.dispatch(&run, &permits).await;
+        let counts = JobCounts::from_entries(&settled.entries);
+        telemetry.record_results(&run.job.app, run.job.campaign.as_deref(), &counts);
         let newly: Vec<ResultEntry> = settled
             .entries
             .into_iter()

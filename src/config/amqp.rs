@@ -6,6 +6,8 @@ use serde::Deserialize;
 
 use super::{AmqpConfig, DaemonConfig, InputQueue, QueueType, RetryConfig, Secret};
 
+pub const DEFAULT_EVENTS_QUEUE: &str = "pushgate.events";
+pub const DEFAULT_CONTROL_EXCHANGE: &str = "pushgate.control";
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2000;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -27,6 +29,10 @@ pub struct RawAmqp {
     pub dead_queue: String,
     pub results_exchange: String,
     pub results_undelivered_only: bool,
+    /// Queue apps (or their backends) publish impression/click batches to.
+    pub events_queue: String,
+    /// Fanout exchange of campaign stop/resume control messages.
+    pub control_exchange: String,
 }
 
 impl Default for RawAmqp {
@@ -43,6 +49,8 @@ impl Default for RawAmqp {
             dead_queue: "pushgate.dead".into(),
             results_exchange: "pushgate.results".into(),
             results_undelivered_only: false,
+            events_queue: DEFAULT_EVENTS_QUEUE.into(),
+            control_exchange: DEFAULT_CONTROL_EXCHANGE.into(),
         }
     }
 }
@@ -157,6 +165,8 @@ impl RawAmqp {
         let retry = self.retry.into_typed(&mut p);
         non_empty("amqp.dead_queue", &self.dead_queue, &mut p);
         non_empty("amqp.results_exchange", &self.results_exchange, &mut p);
+        non_empty("amqp.events_queue", &self.events_queue, &mut p);
+        non_empty("amqp.control_exchange", &self.control_exchange, &mut p);
         if !p.is_empty() {
             return Err(p);
         }
@@ -172,6 +182,8 @@ impl RawAmqp {
             dead_queue: self.dead_queue,
             results_exchange: self.results_exchange,
             results_undelivered_only: self.results_undelivered_only,
+            events_queue: self.events_queue,
+            control_exchange: self.control_exchange,
         })
     }
 }
@@ -287,6 +299,8 @@ impl Default for AmqpConfig {
             dead_queue: "pushgate.dead".into(),
             results_exchange: "pushgate.results".into(),
             results_undelivered_only: false,
+            events_queue: DEFAULT_EVENTS_QUEUE.into(),
+            control_exchange: DEFAULT_CONTROL_EXCHANGE.into(),
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct FileConfig {
     pub amqp: super::amqp::RawAmqp,
     #[serde(default)]
     pub daemon: super::amqp::RawDaemon,
+    #[serde(default)]
+    pub admin: super::admin::RawAdmin,
+    #[serde(default)]
+    pub tracking: super::admin::RawTracking,
 }
 
 /// `[log]`

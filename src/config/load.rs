@@ -211,11 +211,15 @@ fn build(raw: FileConfig, ctx: &mut Ctx) -> Config {
         }
         DaemonConfig::default()
     });
+    let admin = super::admin::build_admin(raw.admin, ctx);
+    let tracking = super::admin::build_tracking(raw.tracking, ctx);
     Config {
         apps,
         log,
         amqp,
         daemon,
+        admin,
+        tracking,
     }
 }
 

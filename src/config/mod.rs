@@ -6,6 +6,7 @@
 //! that nothing starts on a config that cannot work. Secrets live in
 //! [`Secret`], whose `Debug` prints `***`.
 
+pub mod admin;
 pub mod amqp;
 pub mod file;
 pub mod load;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use admin::{AdminConfig, TrackingConfig};
 pub use load::{load, load_str, load_with_env, ConfigError};
 
 /// A value that must never reach a log: `Debug` prints `***`.
@@ -242,6 +244,10 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// The `[daemon]` section: in-flight bound and drain deadline.
     pub daemon: DaemonConfig,
+    /// The `[admin]` section: admin HTTP server, its tokens, campaign stats size.
+    pub admin: AdminConfig,
+    /// The `[tracking]` section: the impression tracking key in payloads.
+    pub tracking: TrackingConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +311,10 @@ pub struct AmqpConfig {
     pub results_exchange: String,
     /// Publish only the results of recipients that were not delivered.
     pub results_undelivered_only: bool,
+    /// Impression/click event batches from apps (`pushgate.events`).
+    pub events_queue: String,
+    /// Fanout exchange of campaign control messages (`pushgate.control`).
+    pub control_exchange: String,
 }
 
 /// The `[daemon]` section, validated.

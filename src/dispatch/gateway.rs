@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::job::Job;
+use crate::job::Platform;
 use crate::outcome::{Code, Outcome};
+use crate::provider::h2pool::PoolStats;
 use crate::provider::{new_notification_id, Message, ProviderError, Providers, Rendered};
+use crate::telemetry::{PoolSource, Telemetry};
 
 use super::Deliver;
 
@@ -15,17 +18,30 @@ use super::Deliver;
 #[derive(Debug)]
 pub struct Gateway {
     apps: HashMap<String, Providers>,
+    /// Where provider request durations are observed.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Gateway {
-    /// Builds the pools and credentials of every app. Call inside a Tokio
-    /// runtime: the pools start connecting at once.
+    /// Builds the pools and credentials of every app (with the `[tracking]`
+    /// key when on). Call inside a Tokio runtime: the pools start
+    /// connecting at once.
     pub fn new(config: &Config) -> Result<Gateway, ProviderError> {
         let mut apps = HashMap::with_capacity(config.apps.len());
+        let tracking = config.tracking.key();
         for (name, app) in &config.apps {
-            apps.insert(name.clone(), Providers::new(app)?);
+            apps.insert(name.clone(), Providers::new(app)?.with_tracking(tracking));
         }
-        Ok(Gateway { apps })
+        Ok(Gateway {
+            apps,
+            telemetry: None,
+        })
+    }
+
+    /// Observes every provider request in `telemetry`'s duration histogram.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Gateway {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Closes every pool; in-flight requests finish first.
@@ -56,6 +72,18 @@ impl Deliver for Gateway {
             id: &id,
             attempt,
         };
-        providers.send(&msg).await
+        let outcome = providers.send(&msg).await;
+        // Local refusals took no request; answers and transport failures did.
+        let requested = outcome.provider_status.is_some() || !outcome.latency.is_zero();
+        if let (Some(t), true) = (&self.telemetry, requested) {
+            t.metrics.observe_request(r.platform, outcome.latency);
+        }
+        outcome
+    }
+}
+
+impl PoolSource for Gateway {
+    fn pool_stats(&self) -> Vec<(Platform, PoolStats)> {
+        self.apps.values().flat_map(Providers::pool_stats).collect()
     }
 }

@@ -32,11 +32,15 @@ use super::{topology, IngestError};
 use crate::app::{stopped, Status};
 use crate::config::{AmqpConfig, AppConfig, InputQueue};
 use crate::dispatch::{Deliver, Dispatcher};
+use crate::telemetry::events::EventSink;
+use crate::telemetry::metrics::{ConsumerGauge, QueueCounters};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What outlives a session: config, the dispatcher, per-queue permits.
 pub struct Base<D> {
+    /// Where batches from the events queue go; `None`: not consumed.
+    pub events: Option<EventSink>,
     pub dispatcher: Dispatcher<D>,
     pub apps: Arc<BTreeMap<String, Arc<AppConfig>>>,
     pub amqp: Arc<AmqpConfig>,
@@ -90,8 +94,11 @@ pub async fn session<D: Deliver>(
         c = connect(&base.amqp) => c?,
         _ = stopped(&mut stop) => return Ok(()),
     };
+    base.status.broker_connected.store(true, Ordering::SeqCst);
+    tracing::info!("connected to the broker");
     let result = run_connected(base, &conn, shutdown).await;
     base.status.ready.store(false, Ordering::SeqCst);
+    base.status.broker_connected.store(false, Ordering::SeqCst);
     if conn.status().connected() {
         if let Err(e) = conn.close(200, "pushgate session end".into()).await {
             tracing::debug!(error = %e, "closing the broker connection");
@@ -125,6 +132,11 @@ async fn run_connected<D: Deliver>(
             let worker = Worker::start(conn, Arc::clone(&ctx), input, n, permits).await?;
             workers.spawn(worker.run(shutdown.clone(), base.drain_timeout));
         }
+    }
+    if let Some(events) = &base.events {
+        let consumer =
+            super::events::EventConsumer::start(conn, &base.amqp, events.clone()).await?;
+        workers.spawn(consumer.run(shutdown.clone()));
     }
     base.status.sessions.fetch_add(1, Ordering::Relaxed);
     if !*shutdown.borrow() {
@@ -160,6 +172,9 @@ struct Worker<D> {
     blocked_limit: usize,
     tasks: JoinSet<TaskOutput>,
     task_tags: HashMap<Id, u64>,
+    counters: QueueCounters,
+    /// Holds one on `pushgate_queue_consumers{queue}` while the worker lives.
+    _consumer: ConsumerGauge,
 }
 
 impl<D: Deliver> Worker<D> {
@@ -183,7 +198,12 @@ impl<D: Deliver> Worker<D> {
                 FieldTable::default(),
             )
             .await?;
+        let metrics = &ctx.status.telemetry.metrics;
+        let counters = metrics.queue(&input.name);
+        let consumer_gauge = metrics.consumer(&input.name);
         Ok(Worker {
+            counters,
+            _consumer: consumer_gauge,
             ctx,
             queue: Arc::new(QueueCtx {
                 name: input.name.clone(),
@@ -226,8 +246,10 @@ impl<D: Deliver> Worker<D> {
         self.acks.received(tag);
         let st = &self.ctx.status;
         st.jobs_received.fetch_add(1, Ordering::Relaxed);
+        self.counters.received.inc();
         if delivery.redelivered {
             st.jobs_redelivered.fetch_add(1, Ordering::Relaxed);
+            self.counters.redelivered.inc();
         }
         let ctx = Arc::clone(&self.ctx);
         let queue = Arc::clone(&self.queue);
@@ -248,9 +270,15 @@ impl<D: Deliver> Worker<D> {
                 let disposition = result?;
                 let st = &self.ctx.status;
                 match disposition {
-                    Disposition::Ack => st.jobs_acked.fetch_add(1, Ordering::Relaxed),
-                    Disposition::Requeue => st.jobs_requeued.fetch_add(1, Ordering::Relaxed),
-                };
+                    Disposition::Ack => {
+                        st.jobs_acked.fetch_add(1, Ordering::Relaxed);
+                        self.counters.acked.inc();
+                    }
+                    Disposition::Requeue => {
+                        st.jobs_requeued.fetch_add(1, Ordering::Relaxed);
+                        self.counters.requeued.inc();
+                    }
+                }
                 self.acks.finished(tag, disposition);
             }
             Err(e) => {
@@ -264,6 +292,7 @@ impl<D: Deliver> Worker<D> {
                             .status
                             .jobs_requeued
                             .fetch_add(1, Ordering::Relaxed);
+                        self.counters.requeued.inc();
                     }
                 }
             }
@@ -320,6 +349,7 @@ impl<D: Deliver> Worker<D> {
                         self.acks.received(d.delivery_tag);
                         self.acks.finished(d.delivery_tag, Disposition::Requeue);
                         self.ctx.status.jobs_requeued.fetch_add(1, Ordering::Relaxed);
+                        self.counters.requeued.inc();
                     }
                     Some(Err(e)) => return Err(e.into()),
                     None => consumer_open = false,
@@ -336,6 +366,7 @@ impl<D: Deliver> Worker<D> {
             .status
             .jobs_requeued
             .fetch_add(left as u64, Ordering::Relaxed);
+        self.counters.requeued.inc_by(left as u64);
         if left > 0 {
             tracing::warn!(queue = %self.queue.name, jobs = left, "drain deadline: jobs requeued");
         }

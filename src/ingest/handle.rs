@@ -24,6 +24,8 @@ use crate::dispatch::{Deliver, Dispatcher, JobRun, Settled};
 use crate::job::Job;
 use crate::outcome::Status as EntryStatus;
 use crate::report::{self, EntryContext, ResultEntry, TokenEntry};
+use crate::telemetry::names::UNKNOWN_APP;
+use crate::telemetry::JobCounts;
 
 /// What the job tasks of one broker session share.
 pub struct SessionCtx<D> {
@@ -90,6 +92,7 @@ pub async fn handle_guarded<D: Deliver>(
     let disposition = await_confirms(vec![confirm]).await?;
     if disposition == Disposition::Ack {
         s.status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        s.status.telemetry.metrics.dead_lettered("internal-error");
     }
     Ok(disposition)
 }
@@ -129,6 +132,7 @@ async fn publish_settled<D: Deliver>(
         confirms.push(publish(s, "", &s.amqp.dead_queue, &body, h).await?);
     }
     let finals = settled.entries.iter().filter(|e| e.is_final()).count();
+    let counts = JobCounts::from_entries(&settled.entries);
     let results = publish_entries(s, &run.job.app, settled.entries).await?;
     let disposition = await_confirms(confirms).await?.and(results);
     if disposition == Disposition::Ack {
@@ -136,8 +140,12 @@ async fn publish_settled<D: Deliver>(
         st.results_final.fetch_add(finals as u64, Ordering::Relaxed);
         st.retries_published
             .fetch_add(retried as u64, Ordering::Relaxed);
+        let campaign = run.job.campaign.as_deref();
+        st.telemetry
+            .record_results(app_label(s, &run.job.app), campaign, &counts);
         if !settled.exhausted.is_empty() {
             st.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            st.telemetry.metrics.dead_lettered("max-attempts");
         }
     }
     Ok(disposition)
@@ -191,6 +199,7 @@ async fn handle_bad<D: Deliver>(
         .map(|r| ResultEntry::local_failure(&ctx, r, bad.code, &bad.detail))
         .collect();
     let finals = entries.len();
+    let counts = JobCounts::from_entries(&entries);
     let results = match &bad.app {
         Some(app) => publish_entries(s, app, entries).await?,
         None => Disposition::Ack,
@@ -204,12 +213,26 @@ async fn handle_bad<D: Deliver>(
     confirms.push(publish(s, "", &s.amqp.dead_queue, &delivery.data, dead).await?);
     let disposition = await_confirms(confirms).await?.and(results);
     if disposition == Disposition::Ack {
-        s.status
-            .results_final
-            .fetch_add(finals as u64, Ordering::Relaxed);
-        s.status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let st = &s.status;
+        st.results_final.fetch_add(finals as u64, Ordering::Relaxed);
+        if let Some(app) = &bad.app {
+            let campaign = bad.campaign.as_deref();
+            st.telemetry
+                .record_results(app_label(s, app), campaign, &counts);
+        }
+        st.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        st.telemetry.metrics.dead_lettered(bad.reason);
     }
     Ok(disposition)
+}
+
+/// The `app` metric label: a configured app, or one bounded placeholder.
+fn app_label<'a, D>(s: &SessionCtx<D>, app: &'a str) -> &'a str {
+    if s.apps.contains_key(app) {
+        app
+    } else {
+        UNKNOWN_APP
+    }
 }
 
 async fn publish<D>(

@@ -1,10 +1,11 @@
 //! The RabbitMQ side of the daemon: topology, consumers, batched acks,
-//! retries through delay queues and dead-lettering.
+//! retries through delay queues and dead-lettering, and the events queue.
 
 pub mod acks;
 pub mod amqp;
 pub mod batch;
 pub mod decode;
+pub mod events;
 pub mod handle;
 pub mod retry;
 pub mod topology;

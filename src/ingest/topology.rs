@@ -6,7 +6,8 @@
 //!   origin input queue as routing key and `pushgate-delay: <label>`; when its
 //!   TTL runs out it is dead-lettered through the default exchange with that
 //!   routing key, i.e. back to the queue it came from;
-//! - the dead queue and the results topic exchange.
+//! - the dead queue and the results topic exchange;
+//! - the events queue (impression and click batches from apps).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -28,6 +29,7 @@ pub fn names(cfg: &AmqpConfig, retry: &RetryPolicy) -> Names {
     let mut queues: Vec<String> = cfg.inputs.iter().map(|q| q.name.clone()).collect();
     queues.extend((0..retry.len()).map(|i| retry.queue(i).to_owned()));
     queues.push(cfg.dead_queue.clone());
+    queues.push(cfg.events_queue.clone());
     Names {
         queues,
         exchanges: vec![cfg.results_exchange.clone(), cfg.retry.exchange.clone()],
@@ -78,12 +80,17 @@ pub async fn declare(
         FieldTable::default(),
     )
     .await?;
-    for input in &cfg.inputs {
+    for name in cfg
+        .inputs
+        .iter()
+        .map(|q| &q.name)
+        .chain([&cfg.events_queue])
+    {
         let mut args = FieldTable::default();
         if cfg.queue_type == QueueType::Quorum {
             args.insert("x-queue-type".into(), text("quorum"));
         }
-        ch.queue_declare(input.name.as_str().into(), durable(), args)
+        ch.queue_declare(name.as_str().into(), durable(), args)
             .await?;
     }
     for i in 0..retry.len() {

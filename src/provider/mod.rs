@@ -280,6 +280,27 @@ impl Providers {
         })
     }
 
+    /// Adds the tracking key `name` to APNs and FCM notifications (`None`:
+    /// off). Web Push does not carry one yet.
+    pub fn with_tracking(mut self, name: Option<&str>) -> Self {
+        self.apns = self.apns.map(|p| p.with_tracking(name));
+        self.fcm = self.fcm.map(|p| p.with_tracking(name));
+        self
+    }
+
+    /// Snapshots of the push pools (APNs, FCM; not the OAuth token pool,
+    /// not Web Push's per-origin pools yet), for the pool gauges.
+    pub fn pool_stats(&self) -> Vec<(Platform, h2pool::PoolStats)> {
+        let mut out = Vec::with_capacity(2);
+        if let Some(p) = &self.apns {
+            out.push((Platform::Apns, p.transport().stats()));
+        }
+        if let Some(p) = &self.fcm {
+            out.push((Platform::Fcm, p.transport().stats()));
+        }
+        out
+    }
+
     /// Sends to the provider of the recipient's platform.
     pub async fn send(&self, msg: &Message<'_>) -> Outcome {
         let Some(platform) = msg.recipient().map(|r| r.platform) else {

@@ -16,7 +16,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use pushgate::app::{self, Status};
-use pushgate::config::{AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, Secret};
+use pushgate::config::{
+    AdminConfig, AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, Secret, TrackingConfig,
+};
 use pushgate::dispatch::Deliver;
 use pushgate::ingest::retry::RetryPolicy;
 use pushgate::ingest::topology;
@@ -191,6 +193,8 @@ impl Harness {
         amqp.retry.jitter = 0.0;
         amqp.dead_queue = format!("{prefix}.dead");
         amqp.results_exchange = format!("{prefix}.results");
+        amqp.events_queue = format!("{prefix}.events");
+        amqp.control_exchange = format!("{prefix}.control");
         let mut daemon = DaemonConfig {
             max_in_flight: 64,
             drain_timeout: Duration::from_secs(5),
@@ -278,6 +282,8 @@ impl Harness {
             },
             amqp: self.amqp.clone(),
             daemon: self.daemon.clone(),
+            admin: AdminConfig::default(),
+            tracking: TrackingConfig::default(),
         }
     }
 

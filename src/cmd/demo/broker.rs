@@ -35,15 +35,26 @@ pub async fn answers(url: &str) -> bool {
     )
 }
 
-/// Runs the daemon on the demo queues, publishes `jobs`, and tallies the
-/// final result entries until every recipient has one (or 5 minutes pass).
-pub async fn run(
+/// The daemon consuming the demo queues, and the demo's own connection
+/// with a tap on the results exchange.
+pub struct BrokerDemo {
+    conn: Connection,
+    ch: Channel,
+    amqp: crate::config::AmqpConfig,
+    retry: RetryPolicy,
+    tap: lapin::Consumer,
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Declares the demo topology, starts the daemon (feeding `status`) and
+/// publishes `jobs`.
+pub async fn start(
     config: Config,
     gateway: Arc<Gateway>,
-    jobs: Vec<Job>,
-    total: usize,
-    done: Arc<AtomicUsize>,
-) -> anyhow::Result<Tally> {
+    status: Arc<Status>,
+    jobs: &[Job],
+) -> anyhow::Result<BrokerDemo> {
     let amqp = config.amqp.clone();
     let conn = Connection::connect(amqp.url.expose(), ConnectionProperties::default())
         .await
@@ -53,7 +64,6 @@ pub async fn run(
     topology::declare(&ch, &amqp, &retry).await?;
     let tap = tap(&ch, &amqp.results_exchange).await?;
 
-    let status = Arc::new(Status::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(app::run(
         config,
@@ -61,7 +71,7 @@ pub async fn run(
         async move {
             let _ = stopped.await;
         },
-        Arc::clone(&status),
+        status,
     ));
 
     let input = amqp
@@ -69,14 +79,37 @@ pub async fn run(
         .first()
         .map(|q| q.name.clone())
         .unwrap_or_default();
-    publish(&ch, &input, &jobs).await?;
-    let tally = collect(tap, total, &done).await;
+    publish(&ch, &input, jobs).await?;
+    Ok(BrokerDemo {
+        conn,
+        ch,
+        amqp,
+        retry,
+        tap,
+        stop,
+        daemon,
+    })
+}
 
-    let _ = stop.send(());
-    let _ = daemon.await;
-    cleanup(&ch, &amqp, &retry).await;
-    let _ = conn.close(200, "demo done".into()).await;
-    Ok(tally)
+impl BrokerDemo {
+    /// Tallies the final result entries until every recipient has one (or 5 minutes pass).
+    pub async fn collect(&mut self, total: usize, done: &AtomicUsize) -> Tally {
+        collect(&mut self.tap, total, done).await
+    }
+
+    /// Stops the daemon (drain) and deletes the demo's queues and exchanges.
+    pub async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.daemon.await;
+        cleanup(&self.ch, &self.amqp, &self.retry).await;
+        // Declared only if someone stopped a campaign through the admin API.
+        let control = self.amqp.control_exchange.as_str();
+        let _ = self
+            .ch
+            .exchange_delete(control.into(), ExchangeDeleteOptions::default())
+            .await;
+        let _ = self.conn.close(200, "demo done".into()).await;
+    }
 }
 
 async fn tap(ch: &Channel, exchange: &str) -> anyhow::Result<lapin::Consumer> {
@@ -132,7 +165,7 @@ async fn publish(ch: &Channel, queue: &str, jobs: &[Job]) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn collect(mut tap: lapin::Consumer, total: usize, done: &AtomicUsize) -> Tally {
+async fn collect(tap: &mut lapin::Consumer, total: usize, done: &AtomicUsize) -> Tally {
     let mut tally = Tally::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     while tally.finals < total {

@@ -188,6 +188,8 @@ ca_file = "ca.pem"
 url = "{amqp_url}"
 dead_queue = "{prefix}.dead"
 results_exchange = "{prefix}.results"
+events_queue = "{prefix}.events"
+control_exchange = "{prefix}.control"
 connection_name = "pushgate-demo"
 
 [[amqp.inputs]]

@@ -39,6 +39,8 @@ pub struct ApnsProvider<T> {
     bundle: String,
     /// `None` with certificate auth (the pool's TLS carries the client cert).
     auth: Option<TokenAuth>,
+    /// The tracking key name, when tracking is on (`[tracking]`).
+    tracking: Option<String>,
 }
 
 impl<T> std::fmt::Debug for ApnsProvider<T> {
@@ -80,7 +82,14 @@ impl<T: Transport> ApnsProvider<T> {
             authority: cfg.connection.endpoint.authority.clone(),
             bundle: cfg.topic.clone(),
             auth,
+            tracking: None,
         })
+    }
+
+    /// Adds the tracking key `name` to every notification (`None`: off).
+    pub fn with_tracking(mut self, name: Option<&str>) -> Self {
+        self.tracking = name.map(str::to_owned);
+        self
     }
 
     pub fn transport(&self) -> &T {
@@ -97,6 +106,7 @@ impl<T: Transport> ApnsProvider<T> {
             token,
             apns_id: msg.id,
             now_unix: Clock::System.unix(),
+            tracking: self.tracking.as_deref(),
         };
         let built = match request::build(msg.job, msg.rendered, target) {
             Ok(b) => b,

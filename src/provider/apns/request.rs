@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::job::{Job, Priority, PushType};
 use crate::outcome::Code;
 use crate::provider::{merge_json, Rendered};
+use crate::telemetry::tracking::{AsObjectField, TrackingKey};
 
 /// APNs payload limit for every push type but VoIP.
 pub const MAX_PAYLOAD: usize = 4096;
@@ -111,11 +112,15 @@ struct Payload<'a> {
     deeplink: Option<&'a str>,
     #[serde(flatten)]
     data: &'a std::collections::BTreeMap<String, String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    tracking: Option<AsObjectField<'a>>,
 }
 
 /// The JSON body: `aps` from the job and rendered texts, custom `data` keys
-/// (and `image`, `deeplink`) beside `aps`, then `job.apns.payload` merged last.
-pub fn payload(job: &Job, rendered: &Rendered<'_>) -> Vec<u8> {
+/// (and `image`, `deeplink`) beside `aps`, the tracking key beside them
+/// (alerts then get `mutable-content: 1` for the app's service extension),
+/// then `job.apns.payload` merged last.
+pub fn payload(job: &Job, rendered: &Rendered<'_>, tracking: Option<TrackingKey<'_>>) -> Vec<u8> {
     let n = &job.notification;
     let alert =
         (rendered.title.is_some() || rendered.subtitle.is_some() || rendered.body.is_some())
@@ -124,6 +129,9 @@ pub fn payload(job: &Job, rendered: &Rendered<'_>) -> Vec<u8> {
                 subtitle: rendered.subtitle.as_deref(),
                 body: rendered.body.as_deref(),
             });
+    let tracked_alert = tracking.is_some() && job.push_type == PushType::Alert && alert.is_some();
+    // A data key of the tracking key's name gives way to it (set after serializing).
+    let clash = tracking.filter(|t| job.data.contains_key(t.name));
     let p = Payload {
         aps: Aps {
             alert,
@@ -131,26 +139,30 @@ pub fn payload(job: &Job, rendered: &Rendered<'_>) -> Vec<u8> {
             sound: n.sound.as_deref(),
             thread_id: n.thread_id.as_deref(),
             category: n.category.as_deref(),
-            mutable_content: job.mutable_content.then_some(1),
+            mutable_content: (job.mutable_content || tracked_alert).then_some(1),
             content_available: job.content_available.then_some(1),
         },
         image: n.image.as_deref(),
         deeplink: n.deeplink.as_deref(),
         data: &job.data,
+        tracking: tracking.filter(|_| clash.is_none()).map(AsObjectField),
     };
     let overrides = job
         .apns
         .as_ref()
         .map(|o| &o.payload)
         .filter(|m| !m.is_empty());
-    match overrides {
-        None => serde_json::to_vec(&p).unwrap_or_default(),
-        Some(extra) => {
-            let mut v = serde_json::to_value(&p).unwrap_or_default();
-            merge_json(&mut v, extra);
-            serde_json::to_vec(&v).unwrap_or_default()
-        }
+    if overrides.is_none() && clash.is_none() {
+        return serde_json::to_vec(&p).unwrap_or_default();
     }
+    let mut v = serde_json::to_value(&p).unwrap_or_default();
+    if let (Some(t), Some(map)) = (clash, v.as_object_mut()) {
+        map.insert(t.name.to_owned(), t.to_json());
+    }
+    if let Some(extra) = overrides {
+        merge_json(&mut v, extra);
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// Everything about one APNs notification except the authorization header.
@@ -187,11 +199,18 @@ pub struct Target<'a> {
     /// UUID sent as `apns-id`.
     pub apns_id: &'a str,
     pub now_unix: u64,
+    /// The tracking key name when tracking is on (the value is `apns_id` and the campaign).
+    pub tracking: Option<&'a str>,
 }
 
 /// Builds path, headers and payload, and checks the final payload size.
 pub fn build(job: &Job, rendered: &Rendered<'_>, t: Target<'_>) -> Result<Built, Refused> {
-    let body = payload(job, rendered);
+    let tracking = t.tracking.map(|name| TrackingKey {
+        name,
+        notification_id: t.apns_id,
+        campaign: job.campaign.as_deref(),
+    });
+    let body = payload(job, rendered, tracking);
     let limit = if job.push_type == PushType::Voip {
         MAX_PAYLOAD_VOIP
     } else {
@@ -281,6 +300,7 @@ mod tests {
             token: "abcd",
             apns_id: "123e4567-e89b-12d3-a456-426614174000",
             now_unix: 1_000_000,
+            tracking: None,
         }
     }
 
@@ -390,5 +410,32 @@ mod tests {
         assert!(build(&j, &texts(&j), target()).is_ok(), "voip allows 5120");
         j.data.insert("big".into(), "x".repeat(5100));
         assert!(build(&j, &texts(&j), target()).is_err());
+    }
+
+    #[test]
+    fn tracking_key_beside_aps_and_mutable_alerts() {
+        let mut j = job();
+        j.mutable_content = false;
+        j.campaign = Some("spring".into());
+        j.data.insert("pg".into(), "producer's own".into());
+        let t = Target {
+            tracking: Some("pg"),
+            ..target()
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&build(&j, &texts(&j), t).unwrap().body).unwrap();
+        assert_eq!(v["pg"], json!({"n": t.apns_id, "c": "spring"}));
+        assert_eq!(v["aps"]["mutable-content"], 1);
+        j.push_type = PushType::Background;
+        j.notification = Notification::default();
+        j.data.clear();
+        j.campaign = None;
+        let v: serde_json::Value =
+            serde_json::from_slice(&build(&j, &texts(&j), t).unwrap().body).unwrap();
+        assert_eq!(
+            v,
+            json!({"aps": {}, "pg": {"n": t.apns_id}}),
+            "no alert: no mutable-content"
+        );
     }
 }

@@ -23,6 +23,7 @@ use crate::config::FcmConfig;
 use crate::outcome::{Code, Outcome};
 use crate::provider::apns::auth::Clock;
 use crate::provider::{Message, Transport};
+use crate::telemetry::tracking::TrackingKey;
 
 /// Delivers to FCM for one app (one Firebase project, one service account).
 pub struct FcmProvider<T> {
@@ -30,6 +31,8 @@ pub struct FcmProvider<T> {
     authority: String,
     project: String,
     tokens: TokenCache,
+    /// The tracking key name, when tracking is on (`[tracking]`).
+    tracking: Option<String>,
 }
 
 impl<T> std::fmt::Debug for FcmProvider<T> {
@@ -70,7 +73,14 @@ impl<T: Transport> FcmProvider<T> {
             authority: cfg.connection.endpoint.authority.clone(),
             project: cfg.project_id.clone(),
             tokens,
+            tracking: None,
         })
+    }
+
+    /// Adds the tracking key `name` to every message's `data` (`None`: off).
+    pub fn with_tracking(mut self, name: Option<&str>) -> Self {
+        self.tracking = name.map(str::to_owned);
+        self
     }
 
     pub fn transport(&self) -> &T {
@@ -82,7 +92,13 @@ impl<T: Transport> FcmProvider<T> {
         let Some(token) = msg.token() else {
             return Outcome::local(Code::BadDeviceToken, "the recipient has no device token");
         };
-        let body = match request::body(msg.job, msg.rendered, token, Clock::System.unix()) {
+        let tracking = self.tracking.as_deref().map(|name| TrackingKey {
+            name,
+            notification_id: msg.id,
+            campaign: msg.job.campaign.as_deref(),
+        });
+        let now = Clock::System.unix();
+        let body = match request::body(msg.job, msg.rendered, token, now, tracking) {
             Ok(b) => Bytes::from(b),
             Err(refused) => return Outcome::local(refused.code, refused.reason),
         };

@@ -1,7 +1,5 @@
 //! Builds the FCM HTTP v1 `messages:send` body for one notification; pure.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request};
@@ -12,6 +10,7 @@ use crate::job::{Job, Priority};
 use crate::outcome::Code;
 use crate::provider::apns::request::{expiration, priority_value, Refused};
 use crate::provider::{merge_json, Rendered};
+use crate::telemetry::tracking::{DataWithKey, TrackingKey};
 
 /// FCM's limit on a message's payload.
 pub const MAX_PAYLOAD: usize = 4096;
@@ -31,8 +30,8 @@ struct Message<'a> {
     token: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     notification: Option<Notification<'a>>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    data: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "DataWithKey::is_empty")]
+    data: DataWithKey<'a>,
     android: Value,
     apns: Value,
     webpush: Value,
@@ -78,8 +77,9 @@ fn android(job: &Job) -> Value {
 }
 
 /// The `apns` block: priority, collapse id and expiration headers, and the
-/// `aps` keys FCM's `notification` does not cover.
-fn apns(job: &Job, rendered: &Rendered<'_>, now_unix: u64) -> Value {
+/// `aps` keys FCM's `notification` does not cover (`mutable-content` also
+/// for tracked alerts, so the iOS service extension can report impressions).
+fn apns(job: &Job, rendered: &Rendered<'_>, now_unix: u64, tracked: bool) -> Value {
     let n = &job.notification;
     let mut headers = Map::new();
     headers.insert("apns-priority".into(), priority_value(job).into());
@@ -105,7 +105,9 @@ fn apns(job: &Job, rendered: &Rendered<'_>, now_unix: u64) -> Value {
     if let Some(c) = &n.category {
         aps.insert("category".into(), c.as_str().into());
     }
-    if job.mutable_content {
+    let alert = rendered.title.is_some() || rendered.body.is_some();
+    let tracked_alert = tracked && job.push_type == crate::job::PushType::Alert && alert;
+    if job.mutable_content || tracked_alert {
         aps.insert("mutable-content".into(), 1.into());
     }
     if job.content_available {
@@ -159,13 +161,15 @@ fn overridden(block: Map<String, Value>, extra: Option<&Map<String, Value>>) -> 
     v
 }
 
-/// The JSON body of `messages:send` for `token`, with the size check on the
-/// final message (its size without the token must stay within 4096 bytes).
+/// The JSON body of `messages:send` for `token`, with the tracking key in
+/// `data` when given, and the size check on the final message (its size
+/// without the token must stay within 4096 bytes).
 pub fn body(
     job: &Job,
     rendered: &Rendered<'_>,
     token: &str,
     now_unix: u64,
+    tracking: Option<TrackingKey<'_>>,
 ) -> Result<Vec<u8>, Refused> {
     let n = &job.notification;
     let has_note = rendered.title.is_some() || rendered.body.is_some() || n.image.is_some();
@@ -177,9 +181,12 @@ pub fn body(
                 body: rendered.body.as_deref(),
                 image: n.image.as_deref(),
             }),
-            data: &job.data,
+            data: DataWithKey {
+                data: &job.data,
+                key: tracking,
+            },
             android: android(job),
-            apns: apns(job, rendered, now_unix),
+            apns: apns(job, rendered, now_unix, tracking.is_some()),
             webpush: webpush(job),
         },
     };
@@ -235,7 +242,7 @@ mod tests {
     }
 
     fn built(j: &Job) -> Value {
-        let b = body(j, &Rendered::plain(&j.notification), "tok", 1_000).unwrap();
+        let b = body(j, &Rendered::plain(&j.notification), "tok", 1_000, None).unwrap();
         serde_json::from_slice(&b).unwrap()
     }
 
@@ -281,7 +288,7 @@ mod tests {
     fn too_large_is_refused_locally() {
         let mut j = job();
         j.data.insert("big".into(), "x".repeat(4096));
-        let e = body(&j, &Rendered::plain(&j.notification), "tok", 0).unwrap_err();
+        let e = body(&j, &Rendered::plain(&j.notification), "tok", 0, None).unwrap_err();
         assert_eq!(e.code, Code::PayloadTooLarge);
     }
 
@@ -291,5 +298,23 @@ mod tests {
         assert_eq!(r.uri(), "/v1/projects/p1/messages:send");
         assert_eq!(r.headers()["authorization"], "Bearer abc");
         assert_eq!(r.method(), Method::POST);
+    }
+
+    #[test]
+    fn tracking_key_goes_in_data_as_a_json_string() {
+        let mut j = job();
+        j.campaign = Some("spring".into());
+        let key = TrackingKey {
+            name: "pg",
+            notification_id: "n-1",
+            campaign: j.campaign.as_deref(),
+        };
+        let b = body(&j, &Rendered::plain(&j.notification), "tok", 0, Some(key)).unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            v["message"]["data"],
+            json!({"order": "123", "pg": r#"{"n":"n-1","c":"spring"}"#})
+        );
+        assert_eq!(v["message"]["apns"]["payload"]["aps"]["mutable-content"], 1);
     }
 }

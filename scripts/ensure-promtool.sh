@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Makes sure `promtool` (Prometheus's checker, Debian package `prometheus`) is on PATH:
+# the telemetry tests check the /metrics exposition and the alert rules with it.
+# Installs the package when running as root with apt-get, otherwise says what to run.
+set -euo pipefail
+
+if command -v promtool >/dev/null 2>&1; then
+  echo "promtool: $(command -v promtool)"
+  exit 0
+fi
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "promtool is missing: installing Debian's prometheus package (for promtool only)..."
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package may start a Prometheus server (port 9090, the admin default): stop it.
+  if command -v service >/dev/null 2>&1; then service prometheus stop >/dev/null 2>&1 || true; fi
+  command -v promtool >/dev/null 2>&1 && { echo "promtool: $(command -v promtool)"; exit 0; }
+fi
+echo "error: promtool is not installed; the telemetry tests need it." >&2
+echo "       Install it (Debian/Ubuntu: 'sudo apt-get install prometheus') or put promtool on PATH." >&2
+exit 1
