@@ -20,9 +20,13 @@ async fn forced_connection_close_mid_run_still_gives_every_job_its_results() {
     // 300 jobs with a 300 ms recipient, 8 at a time: about 11 s, longer
     // than rabbitmqctl takes to find and close the connection.
     let jobs = 300;
+    let bad = 20;
     for j in 0..jobs {
         let (a, b) = (format!("slow-{j}-a"), format!("ok-{j}-b"));
         h.publish_job(&job(&format!("job-{j}"), &[&a, &b])).await;
+        if j % (jobs / bad) == 0 {
+            h.publish(format!("not json {j}").as_bytes()).await;
+        }
     }
     // Let it get going, then cut the daemon's connection.
     let mut got = h.collect(10, Duration::from_secs(10)).await;
@@ -82,6 +86,23 @@ async fn forced_connection_close_mid_run_still_gives_every_job_its_results() {
         "duplicates only from redeliveries ({duplicates} > 2 x {redelivered})"
     );
     assert!(h.take_input().await.is_empty(), "nothing left behind");
+    // Count everything: every message published was acked (dead letters
+    // included) once, or more than once only if it was redelivered.
+    let published = (jobs + bad) as u64;
+    let acked = st.jobs_acked.load(Relaxed);
+    let dead = st.dead_lettered.load(Relaxed);
+    eprintln!("forced close: {published} published, {acked} acked ({dead} dead-lettered)");
+    assert!(
+        (published..=published + redelivered).contains(&acked),
+        "published {published} = acked {acked} - re-acked redeliveries (<= {redelivered})"
+    );
+    assert!(
+        (bad as u64..=bad as u64 + redelivered).contains(&dead),
+        "{dead} dead letters for {bad} bad messages"
+    );
+    let dead_letters = h.dead_letters(bad, Duration::from_secs(5)).await;
+    let bodies: HashSet<Vec<u8>> = dead_letters.into_iter().map(|(_, b)| b).collect();
+    assert_eq!(bodies.len(), bad, "every bad message is in the dead queue");
     h.cleanup().await;
 }
 

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot};
 
@@ -131,26 +132,29 @@ async fn publish_groups(
         let key = report::results_key(&app);
         for msg in report::result_messages(&app, entries) {
             let body = serde_json::to_vec(&msg)?;
-            confirms.push(publish(publisher, exchange, &key, &body).await?);
+            confirms.push(publish(publisher, exchange, &key, &body, FieldTable::default()).await?);
         }
         if !tokens.is_empty() {
             let key = report::token_key(&app);
             let body = serde_json::to_vec(&TokenFeedback { app, tokens })?;
-            confirms.push(publish(publisher, exchange, &key, &body).await?);
+            confirms.push(publish(publisher, exchange, &key, &body, FieldTable::default()).await?);
         }
     }
     Ok(confirms)
 }
 
-async fn publish(
+/// Publishes one persistent JSON message (publisher confirms on `publisher`).
+pub(super) async fn publish(
     publisher: &Channel,
     exchange: &str,
     key: &str,
     body: &[u8],
+    headers: FieldTable,
 ) -> Result<PublisherConfirm, lapin::Error> {
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_delivery_mode(2);
+        .with_delivery_mode(2)
+        .with_headers(headers);
     publisher
         .basic_publish(
             exchange.into(),

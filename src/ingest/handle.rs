@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use lapin::message::Delivery;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, PublisherConfirm};
 use tokio::sync::Semaphore;
@@ -242,19 +241,7 @@ async fn publish<D>(
     body: &[u8],
     headers: FieldTable,
 ) -> Result<PublisherConfirm, lapin::Error> {
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    s.publisher
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await
+    super::batch::publish(&s.publisher, exchange, key, body, headers).await
 }
 
 /// Ack when every publish is confirmed; requeue when the broker refused one.
