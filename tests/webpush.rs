@@ -47,6 +47,8 @@ async fn decrypted_payload_is_what_the_job_asked_for() {
     assert!(p.send(&j, 0, 1).await.is_delivered());
     assert_eq!(p.origins(), 1);
     assert_eq!(p.protocol(&authority(&sim)), Some(Protocol::Http2));
+    let stats = p.pool_stats();
+    assert!(stats.open >= 1 && stats.in_flight == 0, "{stats:?}");
     p.shutdown().await;
     sim.shutdown().await;
 }

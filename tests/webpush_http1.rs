@@ -43,6 +43,9 @@ async fn http1_push_service_gets_the_payload_over_one_kept_alive_connection() {
     }
     // The connection that found out the protocol carried all three.
     assert_eq!(sim.connections(), 1);
+    let stats = p.pool_stats();
+    assert_eq!((stats.open, stats.in_flight), (1, 0), "{stats:?}");
+    assert_eq!(stats.connects_total, 1);
     p.shutdown().await;
     sim.shutdown().await;
 }

@@ -288,15 +288,18 @@ impl Providers {
         self
     }
 
-    /// Snapshots of the push pools (APNs, FCM; not the OAuth token pool,
-    /// not Web Push's per-origin pools yet), for the pool gauges.
+    /// Snapshots of the push pools (APNs, FCM, Web Push's per-origin pools
+    /// summed; not the OAuth token pool), for the pool gauges.
     pub fn pool_stats(&self) -> Vec<(Platform, h2pool::PoolStats)> {
-        let mut out = Vec::with_capacity(2);
+        let mut out = Vec::with_capacity(3);
         if let Some(p) = &self.apns {
             out.push((Platform::Apns, p.transport().stats()));
         }
         if let Some(p) = &self.fcm {
             out.push((Platform::Fcm, p.transport().stats()));
+        }
+        if let Some(p) = &self.webpush {
+            out.push((Platform::Webpush, p.pool_stats()));
         }
         out
     }

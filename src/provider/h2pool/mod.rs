@@ -95,6 +95,23 @@ pub struct PoolStats {
     pub retries_total: u64,
 }
 
+impl PoolStats {
+    /// Adds `other` in (Web Push sums its per-origin pools); `max_streams`
+    /// keeps the larger.
+    pub fn add(&mut self, other: &PoolStats) {
+        self.connecting += other.connecting;
+        self.open += other.open;
+        self.draining += other.draining;
+        self.backoff += other.backoff;
+        self.in_flight += other.in_flight;
+        self.max_streams = self.max_streams.max(other.max_streams);
+        self.stream_capacity += other.stream_capacity;
+        self.connects_total += other.connects_total;
+        self.connect_failures_total += other.connect_failures_total;
+        self.retries_total += other.retries_total;
+    }
+}
+
 /// A pool of HTTP/2 connections to one endpoint. Share it behind an `Arc`;
 /// dropping it (or [`H2Pool::shutdown`]) closes every connection.
 pub struct H2Pool {

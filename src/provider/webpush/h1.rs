@@ -31,6 +31,7 @@ use tokio_rustls::TlsConnector;
 
 use super::transport::Answer;
 use crate::config::Endpoint;
+use crate::provider::h2pool::PoolStats;
 
 /// Idle connections older than this are closed instead of reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -145,6 +146,22 @@ impl H1Pool {
     /// Connections opened so far (the first one handed in included).
     pub fn connects(&self) -> u64 {
         self.connects.load(Relaxed)
+    }
+
+    /// A snapshot in the HTTP/2 pool's terms (one stream per connection):
+    /// busy connections are in flight, idle ones are open too.
+    pub fn stats(&self) -> PoolStats {
+        let max = self.max as usize;
+        let busy = max.saturating_sub(self.slots.available_permits());
+        let idle = self.idle.lock().map_or(0, |v| v.len());
+        PoolStats {
+            open: busy + idle,
+            in_flight: busy,
+            max_streams: 1,
+            stream_capacity: max,
+            connects_total: self.connects(),
+            ..PoolStats::default()
+        }
     }
 
     /// Sends one request (its URI a path) and collects the response within

@@ -88,6 +88,11 @@ impl WebPushProvider {
         self.origins.len()
     }
 
+    /// Every origin's pool, summed, for the connection gauges.
+    pub fn pool_stats(&self) -> crate::provider::h2pool::PoolStats {
+        self.origins.stats()
+    }
+
     /// What the origin `authority` (`host:port`) speaks, once contacted.
     pub fn protocol(&self, authority: &str) -> Option<Protocol> {
         self.origins.protocol(authority)

@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 
 use super::h1::{self, H1Error, H1Pool};
 use crate::config::{ConnectionConfig, Endpoint};
-use crate::provider::h2pool::{H2Pool, PoolError};
+use crate::provider::h2pool::{H2Pool, PoolError, PoolStats};
 use crate::provider::tls::ALPN_H2;
 
 /// How long a failed probe of an origin is answered from memory.
@@ -129,6 +129,19 @@ impl Origins {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The pools of every origin, summed (for the connection gauges).
+    pub fn stats(&self) -> PoolStats {
+        let mut total = PoolStats::default();
+        for entry in self.lock().values() {
+            match entry.slot.transport.get() {
+                Some(Transport::H2(p)) => total.add(&p.stats()),
+                Some(Transport::H1(p)) => total.add(&p.stats()),
+                None => {}
+            }
+        }
+        total
     }
 
     /// What `authority` (`host:port`) was found to speak, once probed.
