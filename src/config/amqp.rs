@@ -10,6 +10,9 @@ pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2000;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 const DEFAULT_DELAYS: [&str; 5] = ["1s", "5s", "30s", "2m", "10m"];
+pub const DEFAULT_CONTROL_EXCHANGE: &str = "pushgate.control";
+pub const DEFAULT_CONTROL_QUEUE: &str = "pushgate.control.log";
+pub const DEFAULT_CONTROL_REMEMBER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `[amqp]` as written in the TOML file.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +30,9 @@ pub struct RawAmqp {
     pub dead_queue: String,
     pub results_exchange: String,
     pub results_undelivered_only: bool,
+    pub control_exchange: String,
+    pub control_queue: String,
+    pub control_remember: String,
 }
 
 impl Default for RawAmqp {
@@ -43,6 +49,9 @@ impl Default for RawAmqp {
             dead_queue: "pushgate.dead".into(),
             results_exchange: "pushgate.results".into(),
             results_undelivered_only: false,
+            control_exchange: DEFAULT_CONTROL_EXCHANGE.into(),
+            control_queue: DEFAULT_CONTROL_QUEUE.into(),
+            control_remember: "7days".into(),
         }
     }
 }
@@ -157,6 +166,12 @@ impl RawAmqp {
         let retry = self.retry.into_typed(&mut p);
         non_empty("amqp.dead_queue", &self.dead_queue, &mut p);
         non_empty("amqp.results_exchange", &self.results_exchange, &mut p);
+        non_empty("amqp.control_exchange", &self.control_exchange, &mut p);
+        non_empty("amqp.control_queue", &self.control_queue, &mut p);
+        let control_remember = duration("amqp.control_remember", &self.control_remember, &mut p);
+        if control_remember < Duration::from_secs(1) {
+            p.push("amqp.control_remember must be at least 1s".to_owned());
+        }
         if !p.is_empty() {
             return Err(p);
         }
@@ -172,6 +187,9 @@ impl RawAmqp {
             dead_queue: self.dead_queue,
             results_exchange: self.results_exchange,
             results_undelivered_only: self.results_undelivered_only,
+            control_exchange: self.control_exchange,
+            control_queue: self.control_queue,
+            control_remember,
         })
     }
 }
@@ -287,6 +305,9 @@ impl Default for AmqpConfig {
             dead_queue: "pushgate.dead".into(),
             results_exchange: "pushgate.results".into(),
             results_undelivered_only: false,
+            control_exchange: DEFAULT_CONTROL_EXCHANGE.into(),
+            control_queue: DEFAULT_CONTROL_QUEUE.into(),
+            control_remember: DEFAULT_CONTROL_REMEMBER,
         }
     }
 }
@@ -312,6 +333,9 @@ mod tests {
         assert_eq!(typed.retry, def.retry);
         assert_eq!(typed.retry.delays.len(), 5);
         assert_eq!(typed.retry.base, Duration::from_secs(1));
+        assert_eq!(typed.control_exchange, def.control_exchange);
+        assert_eq!(typed.control_queue, def.control_queue);
+        assert_eq!(typed.control_remember, def.control_remember);
         assert_eq!(
             RawDaemon::default().into_typed().unwrap(),
             DaemonConfig::default()

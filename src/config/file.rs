@@ -25,6 +25,10 @@ pub struct FileConfig {
     pub amqp: super::amqp::RawAmqp,
     #[serde(default)]
     pub daemon: super::amqp::RawDaemon,
+    #[serde(default)]
+    pub throttle: super::policy::RawThrottle,
+    #[serde(default)]
+    pub policy: super::policy::RawPolicy,
 }
 
 /// `[log]`

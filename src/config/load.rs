@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::file::{self, FileConfig, LogSection, Override};
-use super::{AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig};
+use super::{AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, PolicyConfig};
 
 /// Everything wrong with a config, one clear message per problem.
 #[derive(Debug, thiserror::Error)]
@@ -211,11 +211,20 @@ fn build(raw: FileConfig, ctx: &mut Ctx) -> Config {
         }
         DaemonConfig::default()
     });
+    let names: Vec<&str> = apps.keys().map(String::as_str).collect();
+    let policy =
+        super::policy::build(raw.throttle, raw.policy, &names).unwrap_or_else(|problems| {
+            for (key, p) in problems {
+                ctx.problem(&key, p);
+            }
+            PolicyConfig::default()
+        });
     Config {
         apps,
         log,
         amqp,
         daemon,
+        policy,
     }
 }
 

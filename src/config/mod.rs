@@ -9,6 +9,7 @@
 pub mod amqp;
 pub mod file;
 pub mod load;
+pub mod policy;
 pub mod providers;
 pub mod secrets;
 pub mod webpush;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use load::{load, load_str, load_with_env, ConfigError};
+pub use policy::{PolicyConfig, Rate, ThrottleConfig};
 
 /// A value that must never reach a log: `Debug` prints `***`.
 #[derive(Clone)]
@@ -236,6 +238,9 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// The `[daemon]` section: in-flight bound and drain deadline.
     pub daemon: DaemonConfig,
+    /// The `[throttle]` and `[policy]` sections: token buckets, slowdown,
+    /// circuit breaker, guard, duplicate-token check.
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +304,13 @@ pub struct AmqpConfig {
     pub results_exchange: String,
     /// Publish only the results of recipients that were not delivered.
     pub results_undelivered_only: bool,
+    /// Fanout exchange of control messages (campaign stop / resume).
+    pub control_exchange: String,
+    /// Stream queue bound to the control exchange: every replica reads it
+    /// from `now - control_remember` at start, so stops survive restarts.
+    pub control_queue: String,
+    /// How long a stop is remembered (stream retention, registry expiry).
+    pub control_remember: Duration,
 }
 
 /// The `[daemon]` section, validated.

@@ -3,6 +3,7 @@
 
 pub mod acks;
 pub mod amqp;
+pub mod control;
 pub mod decode;
 pub mod handle;
 pub mod retry;

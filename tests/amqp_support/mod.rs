@@ -16,7 +16,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use pushgate::app::{self, Status};
-use pushgate::config::{AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, Secret};
+use pushgate::config::{
+    AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, PolicyConfig, Secret,
+};
 use pushgate::dispatch::Deliver;
 use pushgate::ingest::retry::RetryPolicy;
 use pushgate::ingest::topology;
@@ -188,6 +190,8 @@ impl Harness {
         amqp.retry.jitter = 0.0;
         amqp.dead_queue = format!("{prefix}.dead");
         amqp.results_exchange = format!("{prefix}.results");
+        amqp.control_exchange = format!("{prefix}.control");
+        amqp.control_queue = format!("{prefix}.control.log");
         let mut daemon = DaemonConfig {
             max_in_flight: 64,
             drain_timeout: Duration::from_secs(5),
@@ -202,8 +206,16 @@ impl Harness {
         let tap_name = format!("{prefix}.tap");
         let names = topology::names(&amqp, &retry);
         let guard = CleanupGuard {
-            queues: names.queues.into_iter().chain([tap_name.clone()]).collect(),
-            exchanges: names.exchanges,
+            queues: names
+                .queues
+                .into_iter()
+                .chain([tap_name.clone(), amqp.control_queue.clone()])
+                .collect(),
+            exchanges: names
+                .exchanges
+                .into_iter()
+                .chain([amqp.control_exchange.clone()])
+                .collect(),
         };
         topology::declare(&ch, &amqp, &retry).await.unwrap();
         ch.queue_declare(
@@ -275,6 +287,7 @@ impl Harness {
             },
             amqp: self.amqp.clone(),
             daemon: self.daemon.clone(),
+            policy: PolicyConfig::default(),
         }
     }
 

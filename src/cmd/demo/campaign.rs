@@ -185,6 +185,8 @@ ca_file = "ca.pem"
 url = "{amqp_url}"
 dead_queue = "{prefix}.dead"
 results_exchange = "{prefix}.results"
+control_exchange = "{prefix}.control"
+control_queue = "{prefix}.control.log"
 connection_name = "pushgate-demo"
 
 [[amqp.inputs]]
