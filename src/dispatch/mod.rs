@@ -360,4 +360,6 @@ fn local(code: Code, why: impl Into<String>) -> Step {
 }
 
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;
