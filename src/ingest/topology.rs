@@ -105,7 +105,10 @@ async fn declare_delay_queue(
     ch.queue_declare(retry.queue(i).into(), durable(), args)
         .await?;
     let mut bind = FieldTable::default();
-    bind.insert("x-match".into(), text("all"));
+    // `all` ignores binding keys that start with "x-" (RabbitMQ skips them),
+    // which made every delay queue match every retry: `all-with-x` (3.10+)
+    // matches on them.
+    bind.insert("x-match".into(), text("all-with-x"));
     bind.insert(headers::DELAY.into(), text(retry.label(i)));
     ch.queue_bind(
         retry.queue(i).into(),
