@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use pushgate::app::{self, Status};
 use pushgate::config::{AmqpConfig, Config};
 use pushgate::dispatch::gateway::Gateway;
+use pushgate::dispatch::Deliver;
 use pushgate::job::Platform;
 use pushgate::policy::observer::Observer;
 use pushgate::policy::Policy;
@@ -118,7 +119,7 @@ jitter = 0.0
 pub struct Daemon {
     pub status: Arc<Status>,
     pub policy: Arc<Policy>,
-    gateway: Arc<Gateway>,
+    gateway: Option<Arc<Gateway>>,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -126,13 +127,24 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `pushgate run` in-process on `config` (the harness's queues).
     pub fn start(config: Config, observer: Arc<dyn Observer>) -> Daemon {
-        let policy = Arc::new(Policy::from_config(&config, observer));
         let gateway = Arc::new(Gateway::new(&config).unwrap());
+        let mut d = Daemon::start_with(config, Arc::clone(&gateway), observer);
+        d.gateway = Some(gateway);
+        d
+    }
+
+    /// The daemon with another `Deliver` (AMQP mechanics only).
+    pub fn start_with<D: Deliver>(
+        config: Config,
+        deliver: Arc<D>,
+        observer: Arc<dyn Observer>,
+    ) -> Daemon {
+        let policy = Arc::new(Policy::from_config(&config, observer));
         let status = Arc::new(Status::default());
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app::run_with(
             config,
-            Arc::clone(&gateway),
+            deliver,
             async move {
                 let _ = rx.await;
             },
@@ -142,7 +154,7 @@ impl Daemon {
         Daemon {
             status,
             policy,
-            gateway,
+            gateway: None,
             stop: Some(tx),
             handle,
         }
@@ -166,7 +178,9 @@ impl Daemon {
             .expect("daemon did not stop in time")
             .expect("daemon task")
             .expect("daemon run");
-        self.gateway.shutdown().await;
+        if let Some(g) = self.gateway {
+            g.shutdown().await;
+        }
     }
 }
 
