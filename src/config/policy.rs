@@ -159,7 +159,7 @@ impl Default for PolicyConfig {
             guard_share: 0.5,
             guard_min_sends: 50,
             guard_window: Duration::from_secs(60),
-            duplicate_campaigns: 16,
+            duplicate_campaigns: 8,
             duplicate_tokens_per_campaign: 1_000_000,
         }
     }
@@ -259,7 +259,7 @@ impl Default for RawPolicy {
             guard_share: 0.5,
             guard_min_sends: 50,
             guard_window: "60s".into(),
-            duplicate_campaigns: 16,
+            duplicate_campaigns: 8,
             duplicate_tokens_per_campaign: 1_000_000,
         }
     }
@@ -361,6 +361,25 @@ pub fn build(
     })
 }
 
+fn build_device(d: RawDevice, p: &mut Problems<'_>) -> DeviceThrottle {
+    let device = DeviceThrottle {
+        per_minute: d.per_minute,
+        burst: d.burst,
+        max_wait: p.duration("throttle.device.max_wait", &d.max_wait, Duration::ZERO),
+        hold: p.duration("throttle.device.hold", &d.hold, Duration::ZERO),
+        max_keys: d.max_keys,
+        reclaim_every: p.duration(
+            "throttle.device.reclaim_every",
+            &d.reclaim_every,
+            Duration::from_millis(100),
+        ),
+    };
+    if device.burst == 0 || device.max_keys == 0 {
+        p.push("throttle.device", "burst and max_keys must be >= 1");
+    }
+    device
+}
+
 fn build_throttle(raw: RawThrottle, apps: &[&str], p: &mut Problems<'_>) -> ThrottleConfig {
     let apns = p.rate("throttle.apns", raw.apns, APNS_RATE);
     let fcm = p.rate("throttle.fcm", raw.fcm, FCM_RATE);
@@ -381,22 +400,7 @@ fn build_throttle(raw: RawThrottle, apps: &[&str], p: &mut Problems<'_>) -> Thro
         };
         overrides.insert(app, rates);
     }
-    let d = raw.device;
-    let device = DeviceThrottle {
-        per_minute: d.per_minute,
-        burst: d.burst,
-        max_wait: p.duration("throttle.device.max_wait", &d.max_wait, Duration::ZERO),
-        hold: p.duration("throttle.device.hold", &d.hold, Duration::ZERO),
-        max_keys: d.max_keys,
-        reclaim_every: p.duration(
-            "throttle.device.reclaim_every",
-            &d.reclaim_every,
-            Duration::from_millis(100),
-        ),
-    };
-    if device.burst == 0 || device.max_keys == 0 {
-        p.push("throttle.device", "burst and max_keys must be >= 1");
-    }
+    let device = build_device(raw.device, p);
     p.share("throttle.slowdown_factor", raw.slowdown_factor, true);
     p.share("throttle.apns_429_share", raw.apns_429_share, true);
     p.share("throttle.campaign_share", raw.campaign_share, true);
@@ -422,78 +426,5 @@ fn build_throttle(raw: RawThrottle, apps: &[&str], p: &mut Problems<'_>) -> Thro
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_validate_and_match_typed_defaults() {
-        let c = build(RawThrottle::default(), RawPolicy::default(), &[]).unwrap();
-        assert_eq!(c, PolicyConfig::default());
-        assert!(
-            c.throttle.fcm.per_second * 60 < 600_000,
-            "under FCM's quota"
-        );
-    }
-
-    #[test]
-    fn overrides_apply_per_app_and_platform() {
-        let raw: RawThrottle = toml::from_str(
-            r#"
-            [fcm]
-            rate_per_second = 100
-            [apps.shop.fcm]
-            burst = 7
-            [apps.shop.apns]
-            rate_per_second = 0
-            "#,
-        )
-        .unwrap();
-        let c = build(raw, RawPolicy::default(), &["shop"])
-            .unwrap()
-            .throttle;
-        assert_eq!(
-            c.rate("shop", Platform::Fcm),
-            Rate {
-                per_second: 100,
-                burst: 7
-            }
-        );
-        assert_eq!(c.rate("shop", Platform::Apns).per_second, 0);
-        assert_eq!(c.rate("other", Platform::Fcm).burst, 900);
-        assert_eq!(c.rate("other", Platform::Webpush), WEBPUSH_RATE);
-    }
-
-    #[test]
-    fn lists_every_problem_with_its_key() {
-        let raw: RawThrottle = toml::from_str(
-            r#"
-            slowdown_factor = 0.0
-            campaign_share = 2.0
-            [device]
-            max_wait = "soon"
-            burst = 0
-            [apps.nope.fcm]
-            burst = 0
-            "#,
-        )
-        .unwrap();
-        let policy: RawPolicy =
-            toml::from_str("guard_share = 1.5\nprobe_interval = \"1ms\"").unwrap();
-        let problems = build(raw, policy, &["shop"]).unwrap_err();
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
-        for want in [
-            "throttle.slowdown_factor",
-            "throttle.campaign_share",
-            "throttle.device.max_wait",
-            "throttle.device",
-            "throttle.apps.nope",
-            "throttle.apps.nope.fcm.burst",
-            "policy.guard_share",
-            "policy.probe_interval",
-        ] {
-            assert!(keys.contains(&want), "{want} missing in {problems:?}");
-        }
-        assert!(toml::from_str::<RawThrottle>("rate = 3").is_err());
-        assert!(toml::from_str::<RawPolicy>("probe = \"1s\"").is_err());
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

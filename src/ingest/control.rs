@@ -93,35 +93,8 @@ pub async fn declare(conn: &Connection, amqp: &AmqpConfig) -> Result<(), IngestE
         FieldTable::default(),
     )
     .await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
     let name = amqp.control_queue.as_str();
-    let ch = match ch
-        .queue_declare(name.into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(_) => ch,
-        Err(_) => {
-            // The failed passive declare closed that channel.
-            let ch = conn.create_channel().await?;
-            let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), text("stream"));
-            let age = format!("{}s", amqp.control_remember.as_secs().max(1));
-            args.insert("x-max-age".into(), text(&age));
-            args.insert(
-                "x-stream-max-segment-size-bytes".into(),
-                AMQPValue::LongLongInt(SEGMENT_BYTES),
-            );
-            let durable = QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            };
-            ch.queue_declare(name.into(), durable, args).await?;
-            ch
-        }
-    };
+    let ch = declare_stream(conn, ch, amqp).await?;
     ch.queue_bind(
         name.into(),
         amqp.control_exchange.as_str().into(),
@@ -132,6 +105,42 @@ pub async fn declare(conn: &Connection, amqp: &AmqpConfig) -> Result<(), IngestE
     .await?;
     let _ = ch.close(200, "declared".into()).await;
     Ok(())
+}
+
+/// Declares the stream unless it exists; returns an open channel.
+async fn declare_stream(
+    conn: &Connection,
+    ch: Channel,
+    amqp: &AmqpConfig,
+) -> Result<Channel, IngestError> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let name = amqp.control_queue.as_str();
+    if ch
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await
+        .is_ok()
+    {
+        return Ok(ch);
+    }
+    // The failed passive declare closed that channel.
+    let ch = conn.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("stream"));
+    let age = format!("{}s", amqp.control_remember.as_secs().max(1));
+    args.insert("x-max-age".into(), text(&age));
+    args.insert(
+        "x-stream-max-segment-size-bytes".into(),
+        AMQPValue::LongLongInt(SEGMENT_BYTES),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare(name.into(), durable, args).await?;
+    Ok(ch)
 }
 
 fn text(s: &str) -> AMQPValue {

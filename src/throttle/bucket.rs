@@ -24,7 +24,7 @@ pub struct Stopped;
 
 /// `per_second` cells per second, `burst` at most; `None` when unlimited.
 pub fn quota(per_second: f64, burst: u32) -> Option<Quota> {
-    if !(per_second > 0.0) || !per_second.is_finite() {
+    if per_second.is_nan() || per_second <= 0.0 || per_second.is_infinite() {
         return None;
     }
     let period = Duration::from_secs_f64((1.0 / per_second).max(1e-9));
