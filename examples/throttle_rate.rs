@@ -140,5 +140,8 @@ async fn main() -> anyhow::Result<()> {
         "limit {}/s, measured {measured:.0}/s over {secs:.1} s ({deviation:+.2}%); per second min {min}, max {max}",
         a.rate
     );
+    if std::env::var_os("VERBOSE").is_some() {
+        println!("per second: {per_second:?}");
+    }
     std::process::exit(0)
 }
