@@ -27,7 +27,7 @@ use self::observer::{NoopObserver, Observer};
 use self::stops::StopRegistry;
 use crate::config::{PolicyConfig, ThrottleConfig};
 use crate::job::{Platform, Recipient, Throttle as JobThrottle};
-use crate::outcome::{Code, Outcome};
+use crate::outcome::{Class, Code, Outcome};
 use crate::throttle::clock::{Shutdown, TokioClock};
 use crate::throttle::Throttle;
 
@@ -78,7 +78,11 @@ pub struct Snapshot {
 pub fn device_key(r: &Recipient) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     r.platform.as_str().hash(&mut h);
-    crate::report::token_of(r).hash(&mut h);
+    match (&r.token, &r.subscription) {
+        (Some(t), _) => t.as_str().hash(&mut h),
+        (None, Some(s)) => s.endpoint.hash(&mut h),
+        (None, None) => {}
+    }
     h.finish()
 }
 
@@ -256,8 +260,13 @@ impl Policy {
             }
             _ => {}
         }
-        if outcome.provider_status.is_none() {
-            return; // no answer from the provider: nothing to judge by
+        // No answer from the provider (a transport failure, a local
+        // refusal): nothing to judge by, unless the credentials themselves
+        // failed before the request (e.g. the OAuth token endpoint refused
+        // the service account).
+        let credentials = outcome.class() == Some(Class::Credentials);
+        if outcome.provider_status.is_none() && !credentials {
+            return;
         }
         let Some(b) = self.breaker(d.app, d.platform) else {
             return;

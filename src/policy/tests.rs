@@ -103,6 +103,20 @@ async fn credentials_answers_pause_the_app_provider_until_a_probe_passes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refused_credentials_before_any_request_pause_too() {
+    let p = policy();
+    let d = delivery(None, "j", 1);
+    // No provider answer at all: a transport failure does not count...
+    let mut down = Outcome::local(Code::ProviderUnavailable, "connect refused");
+    p.after(&d, &mut down, false);
+    assert!(!p.credentials_alert("shop", Platform::Apns));
+    // ... a refused OAuth token (FCM) or VAPID key does.
+    let mut refused = Outcome::local(Code::InvalidCredentials, "invalid_grant");
+    p.after(&d, &mut refused, false);
+    assert!(p.credentials_alert("shop", Platform::Apns));
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_guard_pauses_and_holds_token_feedback() {
     let p = policy();
     let d = delivery(None, "j", 1);
