@@ -14,8 +14,10 @@ use crate::dispatch::{Deliver, Dispatcher};
 use crate::ingest::amqp::{queue_permits, session, Base};
 use crate::ingest::retry::RetryPolicy;
 use crate::job::Platform;
+use crate::policy::Policy;
 use crate::telemetry::events::EventSink;
 use crate::telemetry::Telemetry;
+use crate::throttle::clock::Shutdown;
 
 /// What the daemon shows the outside (admin server, tests): readiness and
 /// counters. Counters only grow.
@@ -100,12 +102,27 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains and returns `Ok`.
-/// Broker faults never end it: it reconnects with backoff.
+/// Broker faults never end it: it reconnects with backoff. The delivery
+/// policy is built from `config` and reports to `status`'s metrics.
 pub async fn run<D: Deliver>(
     config: Config,
     deliver: Arc<D>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     status: Arc<Status>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(status.telemetry.metrics.clone());
+    let policy = Arc::new(Policy::from_config(&config, metrics));
+    run_with(config, deliver, shutdown, status, policy).await
+}
+
+/// [`run`] with a policy built by the caller ([`Policy::from_config`] with
+/// a metrics observer), who can read its state meanwhile.
+pub async fn run_with<D: Deliver>(
+    config: Config,
+    deliver: Arc<D>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    status: Arc<Status>,
+    policy: Arc<Policy>,
 ) -> anyhow::Result<()> {
     config
         .amqp
@@ -113,22 +130,26 @@ pub async fn run<D: Deliver>(
         .expose()
         .parse::<lapin::uri::AMQPUri>()
         .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?;
+    let (tx, rx) = watch::channel(false);
     let amqp = Arc::new(config.amqp);
     let retry = Arc::new(RetryPolicy::new(&amqp.retry));
     let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight);
     init_app_metrics(&config.apps, &status.telemetry);
     let events = EventSink::new(config.apps.keys().cloned(), Arc::clone(&status.telemetry));
+    let dispatcher = Dispatcher::new(deliver, Arc::clone(&retry))
+        .with_policy(Arc::clone(&policy), Shutdown::new(rx.clone()));
     let base = Base {
         events: Some(events),
-        dispatcher: Dispatcher::new(deliver, Arc::clone(&retry)),
+        dispatcher,
         apps: Arc::new(config.apps),
         queues: amqp.inputs.iter().cloned().zip(permits).collect(),
         amqp: Arc::clone(&amqp),
         retry,
         drain_timeout: config.daemon.drain_timeout,
         status: Arc::clone(&status),
+        policy: Arc::clone(&policy),
     };
-    let (tx, rx) = watch::channel(false);
+    let upkeep = tokio::spawn(Arc::clone(&policy).upkeep(Shutdown::new(rx.clone())));
     let flag = Arc::clone(&status);
     let watcher = tokio::spawn(async move {
         shutdown.await;
@@ -139,6 +160,7 @@ pub async fn run<D: Deliver>(
     });
     reconnect_loop(&base, &rx).await;
     watcher.abort();
+    upkeep.abort();
     status.ready.store(false, Ordering::SeqCst);
     tracing::info!("stopped");
     Ok(())

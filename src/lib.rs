@@ -20,6 +20,8 @@
 //! - [`sim`]: protocol-faithful APNs and FCM simulators for tests, demo and load tests.
 //! - [`ingest`]: the RabbitMQ side: topology, consumers, batched acks, retries, dead-lettering.
 //! - [`dispatch`]: fans a job's recipients out to a [`dispatch::Deliver`] within bounds and classifies outcomes.
+//! - [`throttle`]: token buckets per app and provider, campaign and device token; adaptive slowdown.
+//! - [`policy`]: campaign stops, duplicate tokens, the credentials circuit breaker and its guard.
 //! - [`report`]: the result and token-feedback messages.
 //! - [`app`]: wiring and lifecycle of the daemon (`pushgate run`), reconnects, shutdown.
 //! - [`telemetry`]: Prometheus metrics, campaign stats, impression/click events,
@@ -33,7 +35,9 @@ pub mod dispatch;
 pub mod ingest;
 pub mod job;
 pub mod outcome;
+pub mod policy;
 pub mod provider;
 pub mod report;
 pub mod sim;
 pub mod telemetry;
+pub mod throttle;

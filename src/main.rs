@@ -28,6 +28,8 @@ enum Command {
     Simulate(cmd::simulate::Args),
     /// Simulators, gateway and a sample campaign in one process, with a summary by code.
     Demo(cmd::demo::Args),
+    /// Stop or resume a campaign on every replica (control message).
+    Campaign(cmd::campaign::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
             Command::Send(args) => cmd::send::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Campaign(args) => cmd::campaign::run(args).await,
         }
     })
 }

@@ -279,16 +279,21 @@ async fn one_job(
             .collect();
         done.fetch_add(newly.len(), Ordering::Relaxed);
         finals.extend(newly);
-        // One delay for all of this run's retries: the longest chosen.
-        let Some(delay) = settled
-            .retries
+        // One delay for all of this run's retries (and recipients the
+        // policy deferred): the longest chosen.
+        let mut again = settled.retries;
+        for (idx, list) in settled.deferred {
+            again.entry(idx).or_default().extend(list);
+        }
+        let Some(delay) = again
             .keys()
             .map(|&i| dispatcher.retry_policy().delay(i))
             .max()
         else {
             return finals;
         };
-        let again: Vec<usize> = settled.retries.into_values().flatten().collect();
+        let mut again: Vec<usize> = again.into_values().flatten().collect();
+        again.sort_unstable();
         let mut sub = (*run.job).clone();
         sub.recipients = again
             .iter()

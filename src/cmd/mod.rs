@@ -1,5 +1,6 @@
-//! CLI sub-commands (`run`, `check-config`, `send`, `simulate`, `demo`); `main.rs` only parses and calls these.
+//! CLI sub-commands (`run`, `check-config`, `send`, `simulate`, `demo`, `campaign`); `main.rs` only parses and calls these.
 
+pub mod campaign;
 pub mod check_config;
 pub mod demo;
 pub mod run;

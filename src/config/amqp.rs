@@ -12,6 +12,8 @@ pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2000;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 const DEFAULT_DELAYS: [&str; 5] = ["1s", "5s", "30s", "2m", "10m"];
+pub const DEFAULT_CONTROL_QUEUE: &str = "pushgate.control.log";
+pub const DEFAULT_CONTROL_REMEMBER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `[amqp]` as written in the TOML file.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,8 +33,9 @@ pub struct RawAmqp {
     pub results_undelivered_only: bool,
     /// Queue apps (or their backends) publish impression/click batches to.
     pub events_queue: String,
-    /// Fanout exchange of campaign stop/resume control messages.
     pub control_exchange: String,
+    pub control_queue: String,
+    pub control_remember: String,
 }
 
 impl Default for RawAmqp {
@@ -51,6 +54,8 @@ impl Default for RawAmqp {
             results_undelivered_only: false,
             events_queue: DEFAULT_EVENTS_QUEUE.into(),
             control_exchange: DEFAULT_CONTROL_EXCHANGE.into(),
+            control_queue: DEFAULT_CONTROL_QUEUE.into(),
+            control_remember: "7days".into(),
         }
     }
 }
@@ -167,6 +172,11 @@ impl RawAmqp {
         non_empty("amqp.results_exchange", &self.results_exchange, &mut p);
         non_empty("amqp.events_queue", &self.events_queue, &mut p);
         non_empty("amqp.control_exchange", &self.control_exchange, &mut p);
+        non_empty("amqp.control_queue", &self.control_queue, &mut p);
+        let control_remember = duration("amqp.control_remember", &self.control_remember, &mut p);
+        if control_remember < Duration::from_secs(1) {
+            p.push("amqp.control_remember must be at least 1s".to_owned());
+        }
         if !p.is_empty() {
             return Err(p);
         }
@@ -184,6 +194,8 @@ impl RawAmqp {
             results_undelivered_only: self.results_undelivered_only,
             events_queue: self.events_queue,
             control_exchange: self.control_exchange,
+            control_queue: self.control_queue,
+            control_remember,
         })
     }
 }
@@ -301,6 +313,8 @@ impl Default for AmqpConfig {
             results_undelivered_only: false,
             events_queue: DEFAULT_EVENTS_QUEUE.into(),
             control_exchange: DEFAULT_CONTROL_EXCHANGE.into(),
+            control_queue: DEFAULT_CONTROL_QUEUE.into(),
+            control_remember: DEFAULT_CONTROL_REMEMBER,
         }
     }
 }
@@ -326,6 +340,9 @@ mod tests {
         assert_eq!(typed.retry, def.retry);
         assert_eq!(typed.retry.delays.len(), 5);
         assert_eq!(typed.retry.base, Duration::from_secs(1));
+        assert_eq!(typed.control_exchange, def.control_exchange);
+        assert_eq!(typed.control_queue, def.control_queue);
+        assert_eq!(typed.control_remember, def.control_remember);
         assert_eq!(
             RawDaemon::default().into_typed().unwrap(),
             DaemonConfig::default()

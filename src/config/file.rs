@@ -29,6 +29,10 @@ pub struct FileConfig {
     pub admin: super::admin::RawAdmin,
     #[serde(default)]
     pub tracking: super::admin::RawTracking,
+    #[serde(default)]
+    pub throttle: super::policy::RawThrottle,
+    #[serde(default)]
+    pub policy: super::policy::RawPolicy,
 }
 
 /// `[log]`

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::file::{self, FileConfig, LogSection, Override};
-use super::{AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig};
+use super::{AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, PolicyConfig};
 
 /// Everything wrong with a config, one clear message per problem.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +213,14 @@ fn build(raw: FileConfig, ctx: &mut Ctx) -> Config {
     });
     let admin = super::admin::build_admin(raw.admin, ctx);
     let tracking = super::admin::build_tracking(raw.tracking, ctx);
+    let names: Vec<&str> = apps.keys().map(String::as_str).collect();
+    let policy =
+        super::policy::build(raw.throttle, raw.policy, &names).unwrap_or_else(|problems| {
+            for (key, p) in problems {
+                ctx.problem(&key, p);
+            }
+            PolicyConfig::default()
+        });
     Config {
         apps,
         log,
@@ -220,6 +228,7 @@ fn build(raw: FileConfig, ctx: &mut Ctx) -> Config {
         daemon,
         admin,
         tracking,
+        policy,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod amqp;
 pub mod file;
 pub mod load;
+pub mod policy;
 pub mod providers;
 pub mod secrets;
 pub mod webpush;
@@ -24,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use admin::{AdminConfig, TrackingConfig};
 pub use load::{load, load_str, load_with_env, ConfigError};
+pub use policy::{PolicyConfig, Rate, ThrottleConfig};
 
 /// A value that must never reach a log: `Debug` prints `***`.
 #[derive(Clone)]
@@ -248,6 +250,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The `[tracking]` section: the impression tracking key in payloads.
     pub tracking: TrackingConfig,
+    /// The `[throttle]` and `[policy]` sections: token buckets, slowdown,
+    /// circuit breaker, guard, duplicate-token check.
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -313,8 +318,13 @@ pub struct AmqpConfig {
     pub results_undelivered_only: bool,
     /// Impression/click event batches from apps (`pushgate.events`).
     pub events_queue: String,
-    /// Fanout exchange of campaign control messages (`pushgate.control`).
+    /// Fanout exchange of control messages (campaign stop / resume).
     pub control_exchange: String,
+    /// Stream queue bound to the control exchange: every replica reads it
+    /// from `now - control_remember` at start, so stops survive restarts.
+    pub control_queue: String,
+    /// How long a stop is remembered (stream retention, registry expiry).
+    pub control_remember: Duration,
 }
 
 /// The `[daemon]` section, validated.

@@ -4,22 +4,33 @@
 //! The dispatcher knows nothing about AMQP: it turns a [`JobRun`] into a
 //! [`Settled`] (result entries, recipients to retry per delay queue,
 //! recipients whose retries ran out); `ingest` publishes those and acks.
+//!
+//! Per recipient: expired? -> recipient checks -> policy (stopped campaign,
+//! duplicate token, paused provider) -> throttle wait (no permit held) ->
+//! in-flight permit -> last policy check -> deliver -> policy learns the
+//! answer -> classify. Recipients the policy holds back (paused provider,
+//! held device, shutdown during a throttle wait) are *deferred*: handed to
+//! a delay queue without counting an attempt.
 
 pub mod gateway;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
 use crate::config::AppConfig;
 use crate::ingest::retry::RetryPolicy;
-use crate::job::Job;
+use crate::job::{Job, Platform};
 use crate::outcome::{Class, Code, Outcome, Status};
+use crate::policy::duplicates::first_in_job;
+use crate::policy::{device_key, Delivery, Policy, Verdict};
 use crate::report::{self, EntryContext, ResultEntry};
+use crate::throttle::clock::Shutdown;
+use crate::throttle::{Pass, Ticket};
 
 /// Most recipients in one job (design.md: a fan-out batch of 1..=1000).
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -67,6 +78,9 @@ pub struct Settled {
     pub entries: Vec<ResultEntry>,
     /// Recipients to retry, grouped by delay-queue index.
     pub retries: BTreeMap<usize, Vec<usize>>,
+    /// Recipients held back by the policy, by delay-queue index: they come
+    /// back with the same attempt (the attempt did not count).
+    pub deferred: BTreeMap<usize, Vec<usize>>,
     /// Recipients whose retries ran out (final failed; to the dead queue).
     pub exhausted: Vec<usize>,
 }
@@ -75,6 +89,7 @@ pub struct Settled {
 enum Step {
     Final(Status, Outcome),
     Retry(usize, Outcome),
+    Defer(usize, Outcome),
     Exhausted(Outcome),
 }
 
@@ -95,6 +110,9 @@ pub fn check_job(job: &Job, apps: &BTreeMap<String, Arc<AppConfig>>) -> Result<(
 pub struct Dispatcher<D> {
     deliver: Arc<D>,
     retry: Arc<RetryPolicy>,
+    policy: Arc<Policy>,
+    /// Throttle waits end when this is set.
+    shutdown: Shutdown,
 }
 
 impl<D> Clone for Dispatcher<D> {
@@ -102,17 +120,38 @@ impl<D> Clone for Dispatcher<D> {
         Dispatcher {
             deliver: Arc::clone(&self.deliver),
             retry: Arc::clone(&self.retry),
+            policy: Arc::clone(&self.policy),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
 
 impl<D: Deliver> Dispatcher<D> {
+    /// A dispatcher without limits or breakers ([`Policy::unlimited`]).
     pub fn new(deliver: Arc<D>, retry: Arc<RetryPolicy>) -> Dispatcher<D> {
-        Dispatcher { deliver, retry }
+        Dispatcher {
+            deliver,
+            retry,
+            policy: Arc::new(Policy::unlimited()),
+            shutdown: Shutdown::never(),
+        }
+    }
+
+    /// The same dispatcher under `policy`; throttle waits end on `shutdown`.
+    pub fn with_policy(self, policy: Arc<Policy>, shutdown: Shutdown) -> Dispatcher<D> {
+        Dispatcher {
+            policy,
+            shutdown,
+            ..self
+        }
     }
 
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// Delivers every recipient of `run` (at most `permits` deliveries in
@@ -120,7 +159,15 @@ impl<D: Deliver> Dispatcher<D> {
     pub async fn dispatch(&self, run: &JobRun, permits: &Semaphore) -> Settled {
         let n = run.job.recipients.len();
         let mut steps: Vec<Option<Step>> = (0..n).map(|_| None).collect();
-        let mut pending: FuturesUnordered<_> = (0..n).map(|i| self.one(run, i, permits)).collect();
+        let keys: Vec<u64> = run.job.recipients.iter().map(device_key).collect();
+        let campaign = run.job.campaign.is_some();
+        let first = first_in_job(keys.iter().map(|k| campaign.then_some(*k)));
+        let mut pending: FuturesUnordered<_> = keys
+            .iter()
+            .zip(first)
+            .enumerate()
+            .map(|(i, (&key, first))| self.one(run, i, key, first, permits))
+            .collect();
         while let Some((i, step)) = pending.next().await {
             if let Some(slot) = steps.get_mut(i) {
                 *slot = Some(step);
@@ -130,21 +177,107 @@ impl<D: Deliver> Dispatcher<D> {
         self.settle(run, steps)
     }
 
-    async fn one(&self, run: &JobRun, i: usize, permits: &Semaphore) -> (usize, Step) {
+    async fn one(
+        &self,
+        run: &JobRun,
+        i: usize,
+        device: u64,
+        first: bool,
+        permits: &Semaphore,
+    ) -> (usize, Step) {
         if run.expired(SystemTime::now()) {
             return (i, local(Code::Expired, "expired before send"));
         }
         if let Err((code, why)) = run.job.check_recipient(i) {
             return (i, local(code, why));
         }
-        let outcome = match permits.acquire().await {
-            Ok(_permit) => self.deliver.deliver(&run.job, i, run.attempt).await,
-            Err(_) => Outcome::local(Code::ProviderUnavailable, "dispatcher closed"),
+        let Some(platform) = run.job.recipients.get(i).map(|r| r.platform) else {
+            return (i, local(Code::InvalidJob, "no such recipient in the job"));
         };
-        (i, self.classify(run, outcome))
+        let d = Delivery {
+            app: &run.job.app,
+            platform,
+            campaign: run.job.campaign.as_deref(),
+            throttle: run.job.throttle,
+            job_id: &run.job_id,
+            device,
+        };
+        (i, self.gated(run, i, &d, first, permits).await)
     }
 
-    fn classify(&self, run: &JobRun, outcome: Outcome) -> Step {
+    /// The policy, the throttle, the permit, then the delivery.
+    async fn gated(
+        &self,
+        run: &JobRun,
+        i: usize,
+        d: &Delivery<'_>,
+        first: bool,
+        permits: &Semaphore,
+    ) -> Step {
+        let probe = match self.policy.before(d, first) {
+            Verdict::Send { probe } => probe,
+            other => return self.held(run, other),
+        };
+        let ticket = Ticket {
+            app: d.app,
+            platform: d.platform,
+            campaign: d.throttle.map(|t| (d.campaign.unwrap_or(d.job_id), t)),
+            device: d.device,
+        };
+        match self.policy.throttle.pass(&ticket, &self.shutdown).await {
+            Pass::Go => {}
+            Pass::Defer(wait) => {
+                let why = "the device is held or its bucket is far out";
+                return self.defer(run, wait, Outcome::local(Code::TemporarilyBlacklisted, why));
+            }
+            Pass::Stopped => {
+                let o = Outcome {
+                    provider_reason: Some("deferred: shutting down".into()),
+                    ..Outcome::default()
+                };
+                return self.defer(run, Duration::ZERO, o);
+            }
+        }
+        let Ok(_permit) = permits.acquire().await else {
+            return local(Code::ProviderUnavailable, "dispatcher closed");
+        };
+        if let Some(v) = self.policy.last_check(d, probe) {
+            return self.held(run, v);
+        }
+        let mut outcome = self.deliver.deliver(&run.job, i, run.attempt).await;
+        self.policy.after(d, &mut outcome, probe);
+        self.classify(run, d.platform, outcome)
+    }
+
+    /// A recipient the policy did not let through.
+    fn held(&self, run: &JobRun, verdict: Verdict) -> Step {
+        match verdict {
+            Verdict::Send { .. } => local(Code::ProviderUnavailable, "not sent"),
+            Verdict::Refuse(code, why) => local(code, why),
+            Verdict::Pause { code, retry_in } => {
+                let why = "paused: the provider refused this app's credentials";
+                self.defer(run, retry_in, Outcome::local(code, why))
+            }
+        }
+    }
+
+    /// To a delay queue of at least `wait`, the attempt not counted (or
+    /// Expired when the job would outlive its expiry there).
+    fn defer(&self, run: &JobRun, wait: Duration, outcome: Outcome) -> Step {
+        if self.retry.is_empty() {
+            return Step::Final(Status::Failed, outcome);
+        }
+        let idx = self.retry.at_least(wait);
+        let due = SystemTime::now() + self.retry.delay(idx);
+        if run.expires.is_some_and(|e| due > e) {
+            let mut expired = outcome;
+            expired.code = Some(Code::Expired);
+            return Step::Final(Status::Failed, expired);
+        }
+        Step::Defer(idx, outcome)
+    }
+
+    fn classify(&self, run: &JobRun, platform: Platform, outcome: Outcome) -> Step {
         match outcome.class() {
             None => Step::Final(Status::Delivered, outcome),
             Some(Class::Retry) => {
@@ -162,9 +295,27 @@ impl<D: Deliver> Dispatcher<D> {
                 }
                 Step::Retry(idx, outcome)
             }
+            Some(Class::Credentials) if self.policy.pauses(&run.job.app, platform) => {
+                self.defer(run, self.policy.probe_interval(), outcome)
+            }
             Some(Class::Token | Class::Credentials | Class::Payload | Class::Policy) => {
                 Step::Final(Status::Failed, outcome)
             }
+        }
+    }
+
+    /// While the guard pauses an app's provider, its guarded token codes
+    /// are not final: defer them (their feedback is held back too).
+    fn guard(&self, run: &JobRun, platform: Platform, step: Step) -> Step {
+        match step {
+            Step::Final(Status::Failed, o)
+                if o.provider_status.is_some()
+                    && o.code
+                        .is_some_and(|c| self.policy.guard_holds(&run.job.app, platform, c)) =>
+            {
+                self.defer(run, self.policy.probe_interval(), o)
+            }
+            other => other,
         }
     }
 
@@ -182,10 +333,14 @@ impl<D: Deliver> Dispatcher<D> {
         };
         for (i, (recipient, step)) in run.job.recipients.iter().zip(steps).enumerate() {
             let step = step.unwrap_or_else(|| local(Code::ProviderUnavailable, "not settled"));
-            let (status, outcome) = match step {
+            let (status, outcome) = match self.guard(run, recipient.platform, step) {
                 Step::Final(status, outcome) => (status, outcome),
                 Step::Retry(idx, outcome) => {
                     out.retries.entry(idx).or_default().push(i);
+                    (Status::Retrying, outcome)
+                }
+                Step::Defer(idx, outcome) => {
+                    out.deferred.entry(idx).or_default().push(i);
                     (Status::Retrying, outcome)
                 }
                 Step::Exhausted(outcome) => {
@@ -204,5 +359,7 @@ fn local(code: Code, why: impl Into<String>) -> Step {
     Step::Final(Status::Failed, Outcome::local(code, why))
 }
 
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod tests;

@@ -26,12 +26,14 @@ use tokio::time::Instant;
 
 use super::acks::{AckTracker, Disposition};
 use super::batch::ResultBatcher;
+use super::control::Listener;
 use super::handle::{handle_guarded, QueueCtx, SessionCtx};
 use super::retry::RetryPolicy;
 use super::{topology, IngestError};
 use crate::app::{stopped, Status};
 use crate::config::{AmqpConfig, AppConfig, InputQueue};
 use crate::dispatch::{Deliver, Dispatcher};
+use crate::policy::Policy;
 use crate::telemetry::events::EventSink;
 use crate::telemetry::metrics::{ConsumerGauge, QueueCounters};
 
@@ -49,6 +51,8 @@ pub struct Base<D> {
     pub status: Arc<Status>,
     /// Each input queue with its share of in-flight deliveries.
     pub queues: Vec<(InputQueue, Arc<Semaphore>)>,
+    /// The delivery policy; its stop registry is fed by the control stream.
+    pub policy: Arc<Policy>,
 }
 
 /// Splits `max_in_flight` between the input queues by weight (at least 1 each).
@@ -118,6 +122,10 @@ async fn run_connected<D: Deliver>(
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    // Stops first: the control stream is replayed before any job is consumed.
+    let listener =
+        Listener::start(conn, &base.amqp, Arc::clone(&base.policy.stops), &publisher).await?;
+    let mut control = tokio::spawn(listener.run());
     let ctx = Arc::new(SessionCtx {
         dispatcher: base.dispatcher.clone(),
         apps: Arc::clone(&base.apps),
@@ -143,18 +151,37 @@ async fn run_connected<D: Deliver>(
         base.status.ready.store(true, Ordering::SeqCst);
     }
     tracing::info!(queues = base.queues.len(), "consuming");
-    while let Some(joined) = workers.join_next().await {
-        let failure = match joined {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e,
-            Err(e) => IngestError::Task(e.to_string()),
+    let result = supervise(&mut workers, &mut control).await;
+    control.abort();
+    result?;
+    let _ = publisher.close(200, "shutdown".into()).await;
+    let _ = setup.close(200, "shutdown".into()).await;
+    Ok(())
+}
+
+/// Waits for the consumers to finish (shutdown); the first failure of a
+/// consumer or of the control listener ends the session.
+async fn supervise(
+    workers: &mut JoinSet<Result<(), IngestError>>,
+    control: &mut tokio::task::JoinHandle<Result<(), IngestError>>,
+) -> Result<(), IngestError> {
+    loop {
+        let failure = tokio::select! {
+            joined = workers.join_next() => match joined {
+                None => return Ok(()),
+                Some(Ok(Ok(()))) => continue,
+                Some(Ok(Err(e))) => e,
+                Some(Err(e)) => IngestError::Task(e.to_string()),
+            },
+            ended = &mut *control => match ended {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => IngestError::ConsumerClosed("control stream".into()),
+                Err(e) => IngestError::Task(e.to_string()),
+            },
         };
         workers.abort_all();
         return Err(failure);
     }
-    let _ = publisher.close(200, "shutdown".into()).await;
-    let _ = setup.close(200, "shutdown".into()).await;
-    Ok(())
 }
 
 /// What a job task ends with: its delivery tag and how to settle it.

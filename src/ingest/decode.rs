@@ -116,6 +116,12 @@ pub fn decode(
     };
     let mut job = job;
     job.id = Some(job_id.clone());
+    // A retry keeps the original expiry: its `ttl` becomes the time left,
+    // so that apns-expiration and FCM's ttl do not move out with each try.
+    if let (Some(_), Some(e), Some(_)) = (job.ttl, expires, h.expires_ms) {
+        let left = e.duration_since(now).unwrap_or_default().as_secs();
+        job.ttl = Some(left.max(1));
+    }
     Decoded::Run(JobRun {
         job: Arc::new(job),
         job_id,
@@ -243,6 +249,17 @@ mod tests {
         };
         assert_eq!((r.attempt, r.job_id.as_str()), (3, "j-1"));
         assert_eq!(r.expires, Some(UNIX_EPOCH + Duration::from_secs(61)));
+        // 20 s after the first receipt, the retry's ttl is what is left.
+        let later = UNIX_EPOCH + Duration::from_secs(21);
+        let Decoded::Run(r) = decode(body, &h, &apps(), later) else {
+            panic!("expected a run");
+        };
+        assert_eq!(r.job.ttl, Some(40));
+        let first = JobHeaders::default();
+        let Decoded::Run(r) = decode(body, &first, &apps(), later) else {
+            panic!("expected a run");
+        };
+        assert_eq!(r.job.ttl, Some(60), "a first attempt keeps its ttl");
     }
 
     #[test]

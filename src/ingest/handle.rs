@@ -122,6 +122,14 @@ async fn publish_settled<D: Deliver>(
         confirms.push(publish(s, &s.amqp.retry.exchange, &queue.name, &body, h).await?);
         retried += recipients.len();
     }
+    // Held back by the policy: the same attempt comes back.
+    for (idx, recipients) in &settled.deferred {
+        let mut h = carry(run, &queue.name, run.attempt);
+        h.insert(headers::DELAY.into(), text(policy.label(*idx)));
+        let body = serde_json::to_vec(&sub_job(&run.job, recipients))?;
+        confirms.push(publish(s, &s.amqp.retry.exchange, &queue.name, &body, h).await?);
+        retried += recipients.len();
+    }
     if !settled.exhausted.is_empty() {
         let mut h = carry(run, &queue.name, run.attempt);
         h.insert(headers::REASON.into(), text("max-attempts"));

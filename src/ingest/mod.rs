@@ -4,6 +4,7 @@
 pub mod acks;
 pub mod amqp;
 pub mod batch;
+pub mod control;
 pub mod decode;
 pub mod events;
 pub mod handle;

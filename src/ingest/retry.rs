@@ -59,6 +59,14 @@ impl RetryPolicy {
         self.queues.get(index).map_or("", String::as_str)
     }
 
+    /// The shortest delay queue of at least `wait` (the longest when none is).
+    pub fn at_least(&self, wait: Duration) -> usize {
+        self.delays
+            .iter()
+            .position(|d| *d >= wait)
+            .unwrap_or(self.delays.len().saturating_sub(1))
+    }
+
     /// The delay queue after attempt `attempt` (1-based) failed: the queue
     /// nearest (log scale) to `base * 2^(attempt-1)` jittered by `unit` in
     /// 0..1, then at least `retry_after` when the provider gave one.
@@ -144,6 +152,15 @@ mod tests {
         let high = p.choose(3, None, 1.0);
         assert!(low <= high);
         assert_eq!(high, 1);
+    }
+
+    #[test]
+    fn at_least_picks_the_shortest_long_enough_queue() {
+        let p = policy();
+        assert_eq!(p.at_least(Duration::ZERO), 0);
+        assert_eq!(p.at_least(Duration::from_secs(5)), 1);
+        assert_eq!(p.at_least(Duration::from_secs(6)), 2);
+        assert_eq!(p.at_least(Duration::from_secs(3600)), 4);
     }
 
     #[test]

@@ -112,6 +112,7 @@ async fn declare_delay_queue(
     ch.queue_declare(retry.queue(i).into(), durable(), args)
         .await?;
     let mut bind = FieldTable::default();
+    // The header has no `x-` prefix: `x-match: all` skips `x-` keys.
     bind.insert("x-match".into(), text("all"));
     bind.insert(headers::DELAY.into(), text(retry.label(i)));
     ch.queue_bind(

@@ -392,6 +392,7 @@ fn received(req: &SimRequest, connection: u64) -> ReceivedRequest {
             .collect(),
         body: req.body.clone(),
         status: 0,
+        at: std::time::SystemTime::now(),
     }
 }
 

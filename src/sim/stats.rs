@@ -17,6 +17,9 @@ pub struct ReceivedRequest {
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub status: u16,
+    /// When the request's headers arrived (wall clock, to compare with
+    /// other processes' logs).
+    pub at: std::time::SystemTime,
 }
 
 impl ReceivedRequest {

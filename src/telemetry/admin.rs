@@ -65,10 +65,7 @@ impl AdminState {
         status: Arc<Status>,
         pools: Option<Arc<dyn PoolSource>>,
     ) -> AdminState {
-        let control = AmqpControl::new(
-            config.amqp.url.clone(),
-            config.amqp.control_exchange.clone(),
-        );
+        let control = AmqpControl::new(config.amqp.clone());
         AdminState {
             events: EventSink::new(config.apps.keys().cloned(), Arc::clone(&status.telemetry)),
             status,

@@ -19,25 +19,8 @@ use crate::job::Platform;
 use crate::outcome::{Class, Code};
 use crate::provider::h2pool::PoolStats;
 
-/// Which throttle a wait was spent in (`scope` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThrottleScope {
-    App,
-    Campaign,
-    Device,
-}
-
-impl ThrottleScope {
-    pub const ALL: [ThrottleScope; 3] = [Self::App, Self::Campaign, Self::Device];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::App => "app",
-            Self::Campaign => "campaign",
-            Self::Device => "device",
-        }
-    }
-}
+/// Which throttle a wait was spent in (`scope` label): the policy's scopes.
+pub use crate::policy::observer::Scope as ThrottleScope;
 
 /// Counters of one input queue, fetched once per consumer.
 #[derive(Debug, Clone)]
@@ -369,3 +352,26 @@ pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[cfg(test)]
 #[path = "metrics_tests.rs"]
 mod tests;
+
+/// The delivery policy reports its throttle and breaker state here.
+impl crate::policy::observer::Observer for Metrics {
+    fn throttle_wait(&self, scope: ThrottleScope, waited: std::time::Duration) {
+        self.observe_throttle_wait(scope, waited);
+    }
+
+    fn slowdown(&self, app: &str, platform: Platform, active: bool) {
+        self.set_throttle_slowdown(app, platform, active);
+    }
+
+    fn credentials_alert(&self, app: &str, platform: Platform, raised: bool) {
+        self.set_credentials_alert(app, platform, raised);
+    }
+
+    fn campaigns_stopped(&self, count: usize) {
+        self.set_campaigns_stopped(count);
+    }
+
+    fn device_keys(&self, count: usize) {
+        self.set_throttle_device_keys(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+}

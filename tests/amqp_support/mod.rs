@@ -17,7 +17,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use pushgate::app::{self, Status};
 use pushgate::config::{
-    AdminConfig, AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, Secret, TrackingConfig,
+    AdminConfig, AmqpConfig, AppConfig, Config, DaemonConfig, LogConfig, PolicyConfig, Secret,
+    TrackingConfig,
 };
 use pushgate::dispatch::Deliver;
 use pushgate::ingest::retry::RetryPolicy;
@@ -195,6 +196,7 @@ impl Harness {
         amqp.results_exchange = format!("{prefix}.results");
         amqp.events_queue = format!("{prefix}.events");
         amqp.control_exchange = format!("{prefix}.control");
+        amqp.control_queue = format!("{prefix}.control.log");
         let mut daemon = DaemonConfig {
             max_in_flight: 64,
             drain_timeout: Duration::from_secs(5),
@@ -209,8 +211,16 @@ impl Harness {
         let tap_name = format!("{prefix}.tap");
         let names = topology::names(&amqp, &retry);
         let guard = CleanupGuard {
-            queues: names.queues.into_iter().chain([tap_name.clone()]).collect(),
-            exchanges: names.exchanges,
+            queues: names
+                .queues
+                .into_iter()
+                .chain([tap_name.clone(), amqp.control_queue.clone()])
+                .collect(),
+            exchanges: names
+                .exchanges
+                .into_iter()
+                .chain([amqp.control_exchange.clone()])
+                .collect(),
         };
         topology::declare(&ch, &amqp, &retry).await.unwrap();
         ch.queue_declare(
@@ -284,6 +294,7 @@ impl Harness {
             daemon: self.daemon.clone(),
             admin: AdminConfig::default(),
             tracking: TrackingConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 

@@ -185,7 +185,9 @@ async fn collect(tap: &mut lapin::Consumer, total: usize, done: &AtomicUsize) ->
 
 /// Deletes the demo's queues and exchanges; a demo leaves nothing behind.
 async fn cleanup(ch: &Channel, amqp: &crate::config::AmqpConfig, retry: &RetryPolicy) {
-    let names = topology::names(amqp, retry);
+    let mut names = topology::names(amqp, retry);
+    names.queues.push(amqp.control_queue.clone());
+    names.exchanges.push(amqp.control_exchange.clone());
     for q in names.queues {
         let _ = ch
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())

@@ -190,6 +190,7 @@ dead_queue = "{prefix}.dead"
 results_exchange = "{prefix}.results"
 events_queue = "{prefix}.events"
 control_exchange = "{prefix}.control"
+control_queue = "{prefix}.control.log"
 connection_name = "pushgate-demo"
 
 [[amqp.inputs]]

@@ -42,8 +42,21 @@ struct Envelope<'a> {
     message: Message<'a>,
 }
 
+/// FCM keeps a message at most 28 days (`android.ttl` <= 2,419,200 s).
+pub const MAX_TTL: u64 = 28 * 24 * 3600;
+
+/// Seconds to keep the message: the job's `ttl`, else the time left until
+/// its `expires_at` (0 once past); at most [`MAX_TTL`].
+pub fn ttl_secs(job: &Job, now_unix: u64) -> Option<u64> {
+    let ttl = match job.ttl {
+        Some(ttl) => ttl,
+        None => expiration(job, now_unix)?.saturating_sub(now_unix),
+    };
+    Some(ttl.min(MAX_TTL))
+}
+
 /// The `android` block: collapse key, priority, ttl and the Android notification.
-fn android(job: &Job) -> Value {
+fn android(job: &Job, now_unix: u64) -> Value {
     let n = &job.notification;
     let mut a = Map::new();
     if let Some(c) = &job.collapse_key {
@@ -54,7 +67,7 @@ fn android(job: &Job) -> Value {
         Priority::Normal => "NORMAL",
     };
     a.insert("priority".into(), priority.into());
-    if let Some(ttl) = job.ttl {
+    if let Some(ttl) = ttl_secs(job, now_unix) {
         a.insert("ttl".into(), format!("{ttl}s").into());
     }
     let mut an = Map::new();
@@ -122,9 +135,9 @@ fn apns(job: &Job, rendered: &Rendered<'_>, now_unix: u64, tracked: bool) -> Val
 }
 
 /// The `webpush` block: TTL, Urgency and (when it is a valid one) Topic.
-fn webpush(job: &Job) -> Value {
+fn webpush(job: &Job, now_unix: u64) -> Value {
     let mut headers = Map::new();
-    if let Some(ttl) = job.ttl {
+    if let Some(ttl) = ttl_secs(job, now_unix) {
         headers.insert("TTL".into(), ttl.to_string().into());
     }
     let urgency = match job.priority {
@@ -185,9 +198,9 @@ pub fn body(
                 data: &job.data,
                 key: tracking,
             },
-            android: android(job),
+            android: android(job, now_unix),
             apns: apns(job, rendered, now_unix, tracking.is_some()),
-            webpush: webpush(job),
+            webpush: webpush(job, now_unix),
         },
     };
     let body = serde_json::to_vec(&envelope).map_err(|e| Refused {
@@ -282,6 +295,25 @@ mod tests {
         assert_eq!(v["message"]["android"]["notification"]["tag"], "t");
         assert_eq!(v["message"]["android"]["notification"]["sound"], "default");
         assert!(v["message"]["webpush"]["headers"].get("Topic").is_none());
+    }
+
+    #[test]
+    fn expires_at_gives_the_time_left_as_ttl() {
+        let mut j = job();
+        j.ttl = None;
+        j.priority = Priority::High;
+        j.expires_at = Some("1970-01-01T00:16:40Z".into()); // 1000 s after the epoch
+        let b = body(&j, &Rendered::plain(&j.notification), "tok", 400, None).unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        let m = &v["message"];
+        assert_eq!(m["android"]["ttl"], "600s");
+        assert_eq!(m["android"]["priority"], "HIGH");
+        assert_eq!(m["apns"]["headers"]["apns-expiration"], "1000");
+        assert_eq!(m["apns"]["headers"]["apns-priority"], "10");
+        assert_eq!(m["webpush"]["headers"]["TTL"], "600");
+        assert_eq!(ttl_secs(&j, 2000), Some(0), "past: keep nothing");
+        j.ttl = Some(90 * 24 * 3600);
+        assert_eq!(ttl_secs(&j, 0), Some(MAX_TTL), "FCM's limit");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct FcmSimOptions {
     pub token_lifetime: Duration,
     /// Messages per project per minute before 429 QUOTA_EXCEEDED.
     pub quota_per_minute: Option<u64>,
+    /// The window `quota_per_minute` counts in (Google: a minute; tests
+    /// shorten it). Retry-After is the time left in the window.
+    pub quota_window: Duration,
     pub max_streams: u32,
     pub latency: Latency,
     /// Share of otherwise-successful sends answered 500 INTERNAL or 503
@@ -63,6 +66,7 @@ impl Default for FcmSimOptions {
             public_key_pem: dev::FCM_PUBLIC_KEY_PEM.to_owned(),
             token_lifetime: Duration::from_secs(3599),
             quota_per_minute: None,
+            quota_window: Duration::from_secs(60),
             max_streams: 100,
             latency: Latency::None,
             error_rate: 0.0,
@@ -102,7 +106,7 @@ pub async fn start(addr: SocketAddr, opts: FcmSimOptions) -> std::io::Result<Sim
             public,
             opts.token_lifetime,
         ),
-        quota: RateWindows::new(Duration::from_secs(60)),
+        quota: RateWindows::new(opts.quota_window),
         seen_flaky: Mutex::new(HashSet::new()),
         opts,
     });
