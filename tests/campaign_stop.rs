@@ -84,7 +84,7 @@ async fn a_stop_survives_restarts_and_resume_undoes_it() {
     h.cleanup().await;
 }
 
-/// A `pushgate run` child process and the lines of its JSON log (stdout).
+/// A `pushgate run` child process and the lines of its JSON log (stderr).
 struct Replica {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
@@ -97,12 +97,12 @@ impl Replica {
             .arg(config)
             .env("RUST_LOG", "info")
             .env_remove("PUSHGATE_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn pushgate run");
-        // The daemon logs to stdout.
-        let stdout = child.stdout.take().unwrap();
+        // The daemon logs to stderr, one flat JSON object per line.
+        let stdout = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -120,7 +120,7 @@ impl Replica {
         let log = self.log.lock().unwrap();
         log.iter().find_map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            let fields = &v["fields"];
+            let fields = &v;
             let msg = fields["message"].as_str()?;
             let same = campaign.is_none_or(|c| fields["campaign"].as_str() == Some(c));
             (msg.starts_with(prefix) && same)
@@ -180,7 +180,7 @@ async fn two_replicas_stop_a_20000_recipient_campaign_within_a_second() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("replica.toml");
     let toml = format!(
-        "[log]\nformat = \"json\"\nlevel = \"info\"\n[daemon]\nmax_in_flight = {IN_FLIGHT}\n\
+        "[log]\nformat = \"json\"\nlevel = \"info\"\n[admin]\nlisten = \"off\"\n[daemon]\nmax_in_flight = {IN_FLIGHT}\n\
          [throttle.fcm]\nrate_per_second = 1000\nburst = 50\n[throttle.device]\nper_minute = 0\n{}{}",
         apps_toml(None, Some(sim.addr), &dev_dir().join("apns-dev.p8")),
         amqp_toml(&h.amqp, 2)
