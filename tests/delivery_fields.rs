@@ -145,8 +145,12 @@ async fn web_push_request_carries_topic_urgency_and_ttl() {
     let sim = webpush::start(local(), webpush::WebPushSimOptions::default())
         .await
         .unwrap();
-    let toml = "[apps.shop.webpush]\nvapid_key_file = \"vapid-dev.p8\"\nsubject = \"mailto:t@example.com\"\nca_file = \"ca.pem\"\n";
-    let gw = Gateway::new(&load(toml)).unwrap();
+    let toml = format!(
+        "[apps.shop.webpush]\nvapid_key_file = \"vapid-dev.p8\"\nsubject = \"mailto:t@example.com\"\n\
+         ca_file = \"ca.pem\"\nallowed_origins = [\"{}\"]\n",
+        sim.addr()
+    );
+    let gw = Gateway::new(&load(&toml)).unwrap();
     let sub = sim.subscribe("/ok");
     let j = job(serde_json::json!({
         "app": "shop", "recipients": [{"platform": "webpush", "subscription": sub}],
