@@ -10,6 +10,7 @@ pub mod events;
 pub mod handle;
 pub mod retry;
 pub mod topology;
+mod worker;
 
 /// Why a broker session ends other than by shutdown; the daemon reconnects.
 #[derive(Debug, thiserror::Error)]
