@@ -157,6 +157,16 @@ impl Replica {
     }
 }
 
+/// A failing test must not leave replicas running.
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 const JOBS: usize = 20;
 const PER_JOB: usize = 1000;
 const IN_FLIGHT: usize = 16;
