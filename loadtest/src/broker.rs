@@ -1,0 +1,235 @@
+//! The run's RabbitMQ side: unique names, queue declarations, publishing
+//! jobs (preloaded or paced, with confirms), the result tap, queue counts,
+//! forcing the gateway's connection closed, and cleanup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use tokio::time::Instant;
+
+use crate::jobs::Plan;
+use crate::tracker::PublishTimes;
+
+/// Every broker name of one run, unique by its tag.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub tag: String,
+    pub input: String,
+    pub bare: String,
+    pub dead: String,
+    pub results: String,
+    pub retry_exchange: String,
+    pub retry_prefix: String,
+    /// The gateway's AMQP connection name (to find and close it).
+    pub connection: String,
+}
+
+/// The run's delay queues (short, so a retried recipient settles quickly).
+pub const RETRY_DELAYS: [&str; 2] = ["200ms", "1s"];
+
+impl Names {
+    pub fn new() -> Names {
+        let tag = format!("lt{:08x}", fastrand::u32(..));
+        Names {
+            input: format!("{tag}.jobs"),
+            bare: format!("{tag}.bare"),
+            dead: format!("{tag}.dead"),
+            results: format!("{tag}.results"),
+            retry_exchange: format!("{tag}.retry"),
+            retry_prefix: format!("{tag}.retry."),
+            connection: format!("pushgate-{tag}"),
+            tag,
+        }
+    }
+
+    fn queues(&self) -> Vec<String> {
+        let mut q = vec![self.input.clone(), self.bare.clone(), self.dead.clone()];
+        q.extend(
+            RETRY_DELAYS
+                .iter()
+                .map(|d| format!("{}{d}", self.retry_prefix)),
+        );
+        q
+    }
+}
+
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url, props)
+        .await
+        .with_context(|| "connecting to RabbitMQ (is it running? `rabbitmq-server -detached`)")
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares a durable classic queue, as the gateway declares its inputs.
+pub async fn declare_input(ch: &Channel, name: &str) -> anyhow::Result<()> {
+    ch.queue_declare(name.into(), durable(), FieldTable::default())
+        .await?;
+    Ok(())
+}
+
+/// Ready messages and consumers of a queue (passive declare).
+pub async fn counts(ch: &Channel, name: &str) -> anyhow::Result<(u32, u32)> {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..durable()
+    };
+    let q = ch
+        .queue_declare(name.into(), opts, FieldTable::default())
+        .await?;
+    Ok((q.message_count(), q.consumer_count()))
+}
+
+/// Publishes jobs `plan` describes to `queue` on `ch` (confirm mode), at
+/// `rate` jobs/s (0: as fast as confirms allow, a window of 2,000
+/// unconfirmed), marking each publish time; `done` counts confirmed jobs.
+pub async fn publish(
+    ch: &Channel,
+    queue: &str,
+    plan: &Plan,
+    rate: f64,
+    times: &PublishTimes,
+    done: &AtomicU64,
+) -> anyhow::Result<()> {
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::with_capacity(2048);
+    for seq in 0..plan.jobs {
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(seq as f64 / rate);
+            tokio::time::sleep_until(due).await;
+        }
+        let body = plan.body(seq);
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &body,
+                props.clone(),
+            )
+            .await?;
+        times.mark(seq);
+        pending.push_back(confirm);
+        while pending.len() >= 2000 || (rate > 0.0 && pending.len() > 64) {
+            settle(pending.pop_front(), done).await?;
+        }
+    }
+    while let Some(c) = pending.pop_front() {
+        settle(Some(c), done).await?;
+    }
+    Ok(())
+}
+
+async fn settle(confirm: Option<lapin::PublisherConfirm>, done: &AtomicU64) -> anyhow::Result<()> {
+    let Some(c) = confirm else { return Ok(()) };
+    if !c.await?.is_ack() {
+        bail!("RabbitMQ refused a published job");
+    }
+    done.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Declares the results exchange and an exclusive queue bound to all of
+/// it (results and token feedback), consumed without acks.
+pub async fn tap(ch: &Channel, names: &Names) -> anyhow::Result<Consumer> {
+    ch.exchange_declare(
+        names.results.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    let q = ch
+        .queue_declare("".into(), opts, FieldTable::default())
+        .await?;
+    let name = q.name().as_str().to_owned();
+    ch.queue_bind(
+        name.as_str().into(),
+        names.results.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let consume = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    Ok(ch
+        .basic_consume(
+            name.as_str().into(),
+            "loadtest-tap".into(),
+            consume,
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+/// Deletes every queue and exchange of the run.
+pub async fn cleanup(ch: &Channel, names: &Names) {
+    for q in names.queues() {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for x in [&names.results, &names.retry_exchange] {
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+/// Force-closes the broker connection named `name` (rabbitmqctl), as a
+/// network fault or broker restart would. Returns how many were closed.
+pub async fn force_close(name: &str) -> anyhow::Result<usize> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties"])
+        .args(["--formatter", "json", "-q"])
+        .output()
+        .await
+        .context("running rabbitmqctl list_connections")?;
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .context("reading rabbitmqctl list_connections --formatter json")?;
+    let pids: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["client_properties"].to_string().contains(name))
+        .filter_map(|c| c["pid"].as_str().map(str::to_owned))
+        .collect();
+    for pid in &pids {
+        let status = tokio::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "loadtest: forced disconnect", "-q"])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("rabbitmqctl close_connection {pid} failed");
+        }
+    }
+    Ok(pids.len())
+}

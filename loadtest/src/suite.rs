@@ -1,0 +1,222 @@
+//! `loadtest suite`: the scenarios of the performance targets in a row,
+//! each a `loadtest run` with its baselines, then a summary of targets met.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::cli::{Baseline, Common, Mix, Results, RunArgs, SuiteArgs};
+use crate::report::RunReport;
+use crate::scenario;
+
+/// The scenarios run when `--only` is not given (soak and backlog are long: ask for them).
+const DEFAULT: [&str; 5] = ["single", "fanout", "latency", "mix", "rss"];
+
+fn base(common: &Common, jobs: f64, recipients: usize) -> RunArgs {
+    RunArgs {
+        common: common.clone(),
+        jobs: jobs.round().max(1.0) as u64,
+        recipients,
+        rate: 0.0,
+        duration: None,
+        preload: true,
+        latency: "0ms".into(),
+        mix: Mix::Ok,
+        invalid: 0.0,
+        results: Results::All,
+        disconnect_after: None,
+        baselines: Vec::new(),
+        peer_requests: 100_000,
+        timeout: Duration::from_secs(120),
+        profile: None,
+        title: None,
+    }
+}
+
+/// The runs of one scenario name.
+fn scenario(name: &str, a: &SuiteArgs, fanout_rate: Option<f64>) -> Vec<RunArgs> {
+    let (c, k) = (&a.common, a.scale);
+    match name {
+        "single" => {
+            let mut all = base(c, 100_000.0 * k, 1);
+            all.baselines = vec![Baseline::Bare];
+            all.title = Some("Single-recipient jobs end to end vs the bare lapin consumer".into());
+            let mut und = all.clone();
+            und.results = Results::Undelivered;
+            und.title = Some("Single-recipient jobs, results for undelivered recipients only, vs the bare consumer".into());
+            vec![all, und]
+        }
+        "fanout" => {
+            let mut r = base(c, 400.0 * k, 500);
+            r.baselines = vec![Baseline::H2load, Baseline::NodeApn, Baseline::Aioapns];
+            r.peer_requests = (100_000.0 * k).round() as u64;
+            r.title = Some(
+                "Fan-out jobs of 500 recipients vs h2load and the peers (zero latency)".into(),
+            );
+            vec![r]
+        }
+        "latency" => {
+            let mut common = c.clone();
+            common.streams = 1000;
+            let mut t = base(&common, 400.0 * k, 500);
+            t.latency = "50ms".into();
+            t.baselines = vec![Baseline::H2load];
+            t.peer_requests = (200_000.0 * k).round() as u64;
+            t.title = Some("Fan-out 500 with the simulator at 50 ms: throughput".into());
+            let mut l = base(&common, 0.0, 500);
+            l.latency = "50ms".into();
+            l.preload = false;
+            l.rate = (fanout_rate.unwrap_or(40_000.0) * 0.5 / 500.0).max(1.0);
+            l.duration = Some(Duration::from_secs_f64((20.0 * k).max(5.0)));
+            l.title = Some(
+                "Fan-out 500 with the simulator at 50 ms: latency at half the measured throughput"
+                    .into(),
+            );
+            vec![t, l]
+        }
+        "mix" => {
+            let mut m = base(c, 20_000.0 * k, 10);
+            m.preload = false;
+            m.rate = 2_000.0;
+            m.mix = Mix::Errors;
+            m.invalid = 0.02;
+            m.disconnect_after = Some(Duration::from_secs_f64((4.0 * k).max(2.0)));
+            m.title = Some(
+                "Count everything: error mix, 2% invalid jobs, a forced broker disconnect".into(),
+            );
+            vec![m]
+        }
+        "rss" => {
+            let mut r = base(c, 0.0, 500);
+            r.preload = false;
+            r.rate = (fanout_rate.unwrap_or(40_000.0) * 0.8 / 500.0).max(1.0);
+            r.duration = Some(Duration::from_secs_f64((60.0 * k).max(10.0)));
+            r.title = Some("Memory at 80% of full speed (fan-out 500, live)".into());
+            vec![r]
+        }
+        "soak" => {
+            let mut r = base(c, 0.0, 500);
+            r.preload = false;
+            r.rate = (fanout_rate.unwrap_or(40_000.0) * 0.8 / 500.0).max(1.0);
+            r.duration = Some(Duration::from_secs(600));
+            r.title = Some("10-minute soak at 80% of full speed (fan-out 500)".into());
+            vec![r]
+        }
+        "backlog" => {
+            let mut r = base(c, 1_000_000.0 * k, 1);
+            r.results = Results::Undelivered;
+            r.timeout = Duration::from_secs(600);
+            r.title = Some("A backlog of 1,000,000 jobs: gateway memory while it drains".into());
+            vec![r]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Runs the chosen scenarios; returns the whole markdown report.
+pub async fn run(a: &SuiteArgs) -> anyhow::Result<String> {
+    let names: Vec<String> = if a.only.is_empty() {
+        DEFAULT.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.only.clone()
+    };
+    let mut reports: Vec<(String, RunReport)> = Vec::new();
+    let mut fanout_rate = None;
+    for name in &names {
+        let runs = scenario(name, a, fanout_rate);
+        if runs.is_empty() {
+            anyhow::bail!(
+                "unknown scenario {name:?} (single, fanout, latency, mix, rss, soak, backlog)"
+            );
+        }
+        for r in runs {
+            eprintln!("loadtest suite: {}", r.title.as_deref().unwrap_or(name));
+            let cmd = command_line(&r);
+            let report = scenario::run(&r, cmd).await?;
+            if name == "fanout" {
+                fanout_rate = report.rate();
+            }
+            reports.push((name.clone(), report));
+        }
+    }
+    let mut out = String::from("# pushgate load test suite\n\n");
+    out.push_str(&summary(&mut reports));
+    for (_, r) in &mut reports {
+        out.push_str(&r.render());
+    }
+    Ok(out)
+}
+
+/// The `loadtest run` command line equivalent to `r`.
+fn command_line(r: &RunArgs) -> String {
+    let mut s = format!(
+        "loadtest run --jobs {} --recipients {}",
+        r.jobs, r.recipients
+    );
+    if r.preload {
+        s.push_str(" --preload");
+    }
+    if r.rate > 0.0 {
+        let _ = write!(s, " --rate {:.0}", r.rate);
+    }
+    if let Some(d) = r.duration {
+        let _ = write!(s, " --duration {}s", d.as_secs());
+    }
+    if r.latency != "0ms" {
+        let _ = write!(s, " --latency {}", r.latency);
+    }
+    if r.mix == Mix::Errors {
+        s.push_str(" --mix errors");
+    }
+    if r.invalid > 0.0 {
+        let _ = write!(s, " --invalid {}", r.invalid);
+    }
+    if r.results == Results::Undelivered {
+        s.push_str(" --results undelivered");
+    }
+    if let Some(d) = r.disconnect_after {
+        let _ = write!(s, " --disconnect-after {}ms", d.as_millis());
+    }
+    let b: Vec<&str> = r
+        .baselines
+        .iter()
+        .map(|b| match b {
+            Baseline::Bare => "bare",
+            Baseline::H2load => "h2load",
+            Baseline::NodeApn => "node-apn",
+            Baseline::Aioapns => "aioapns",
+            Baseline::None => "none",
+        })
+        .collect();
+    let _ = write!(
+        s,
+        " --baselines {}",
+        if b.is_empty() {
+            "none".into()
+        } else {
+            b.join(",")
+        }
+    );
+    if !r.baselines.is_empty() && !r.baselines.contains(&Baseline::Bare) {
+        let _ = write!(s, " --peer-requests {}", r.peer_requests);
+    }
+    let c = &r.common;
+    let _ = write!(
+        s,
+        " --connections {} --streams {} --prefetch {} --max-in-flight {}",
+        c.connections, c.streams, c.prefetch, c.max_in_flight
+    );
+    s
+}
+
+fn summary(reports: &mut [(String, RunReport)]) -> String {
+    let mut s = String::from("| target | measured | met |\n|---|---|---|\n");
+    for (name, r) in reports.iter() {
+        let Some(rate) = r.rate() else { continue };
+        crate::targets::lines(name, r, rate, &mut s);
+    }
+    let _ = writeln!(
+        s,
+        "\nRates are notifications per second; ratios are taken in the same run.\n"
+    );
+    s
+}
