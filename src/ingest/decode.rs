@@ -20,8 +20,12 @@ pub mod headers {
     pub const FIRST_RECEIVED: &str = "x-pushgate-first-received-ms";
     /// The job's expiry, ms since the Unix epoch.
     pub const EXPIRES: &str = "x-pushgate-expires-ms";
-    /// Routes a retry to its delay queue through the retry exchange.
-    pub const DELAY: &str = "x-pushgate-delay";
+    /// Routes a retry to its delay queue through the retry exchange. Not
+    /// `x-`-prefixed on purpose: a RabbitMQ headers exchange ignores `x-`
+    /// headers when matching (`x-match: all` / `any`), so an `x-` name made
+    /// every binding match and each retry went to every delay queue (the
+    /// load test saw each retried recipient delivered twice).
+    pub const DELAY: &str = "pushgate-delay";
     /// Why a message is in the dead queue (`not-json`, `invalid-job`, `unknown-app`, `max-attempts`).
     pub const REASON: &str = "x-pushgate-reason";
     /// A human-readable detail of the reason.

@@ -50,7 +50,7 @@ impl RetryPolicy {
         self.delays.get(index).copied().unwrap_or_default()
     }
 
-    /// The value of the `x-pushgate-delay` header that routes to queue `index`.
+    /// The value of the `pushgate-delay` header that routes to queue `index`.
     pub fn label(&self, index: usize) -> &str {
         self.labels.get(index).map_or("", String::as_str)
     }
