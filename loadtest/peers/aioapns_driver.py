@@ -50,11 +50,13 @@ async def main(a):
     async def send(i):
         r = await client.send_notification(NotificationRequest(
             device_token=token(i), message=message, push_type=PushType.ALERT, priority=10))
+        if not r.is_successful and counter["first_error"] is None:
+            counter["first_error"] = f"{r.status} {r.description}"
         return r.is_successful
 
+    counter = {"next": 0, "ok": 0, "failed": 0, "first_error": None}
     for i in range(a.connections * 2):  # warm up
         await send(i)
-    counter = {"next": 0, "ok": 0, "failed": 0}
 
     async def worker():
         while counter["next"] < a.requests:
@@ -68,7 +70,8 @@ async def main(a):
     await asyncio.gather(*(worker() for _ in range(a.concurrency)))
     secs = time.perf_counter() - started
     print(json.dumps({"client": "aioapns", "requests": a.requests, "ok": counter["ok"],
-                      "failed": counter["failed"], "secs": secs, "rate": counter["ok"] / secs}))
+                      "failed": counter["failed"], "secs": secs, "rate": counter["ok"] / secs,
+                      "first_error": counter["first_error"]}))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,16 @@ function arg(name, dflt) {
 }
 
 const addr = arg("addr", "127.0.0.1:2197");
+const sep = addr.lastIndexOf(":");
 const requests = parseInt(arg("requests", "100000"), 10);
 const connections = parseInt(arg("connections", "4"), 10);
 const concurrency = parseInt(arg("concurrency", "400"), 10);
 
 const provider = new apn.MultiProvider({
   token: { key: fs.readFileSync(arg("key")), keyId: "DEVKEY0001", teamId: "DEVTEAM001" },
-  address: addr, // host:port of the simulator (http2.connect takes the port from it)
-  ca: fs.readFileSync(arg("ca")),
+  address: addr.slice(0, sep), // the simulator (its certificate names 127.0.0.1)
+  port: parseInt(addr.slice(sep + 1), 10),
+  ca: fs.readFileSync(arg("ca")), // the dev CA that signed the simulator's certificate
   production: false,
   clientCount: connections,
   requestTimeout: 10000,
@@ -40,7 +42,7 @@ function token(i) {
 async function main() {
   // Warm up: connections open and the simulator raises its stream limit.
   await Promise.all(Array.from({ length: connections * 2 }, (_, i) => provider.send(note, token(i))));
-  let next = 0, ok = 0, failed = 0;
+  let next = 0, ok = 0, failed = 0, firstError = null;
   const started = process.hrtime.bigint();
   async function worker() {
     while (next < requests) {
@@ -48,11 +50,15 @@ async function main() {
       const r = await provider.send(note, token(next));
       ok += r.sent.length;
       failed += r.failed.length;
+      if (r.failed.length && firstError === null) {
+        const f = r.failed[0];
+        firstError = f.response ? JSON.stringify(f.response) : String(f.error && f.error.message);
+      }
     }
   }
   await Promise.all(Array.from({ length: concurrency }, worker));
   const secs = Number(process.hrtime.bigint() - started) / 1e9;
-  console.log(JSON.stringify({ client: "@parse/node-apn", requests, ok, failed, secs, rate: ok / secs }));
+  console.log(JSON.stringify({ client: "@parse/node-apn", requests, ok, failed, secs, rate: ok / secs, first_error: firstError }));
   await provider.shutdown();
   process.exit(0);
 }

@@ -176,6 +176,31 @@ pub async fn tap(ch: &Channel, names: &Names) -> anyhow::Result<Consumer> {
         FieldTable::default(),
     )
     .await?;
+    // Also see every retry the gateway publishes: a headers binding with
+    // no header to match takes every message of the retry exchange.
+    ch.exchange_declare(
+        names.retry_exchange.as_str().into(),
+        ExchangeKind::Headers,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let mut all = FieldTable::default();
+    all.insert(
+        "x-match".into(),
+        lapin::types::AMQPValue::LongString("all".into()),
+    );
+    ch.queue_bind(
+        name.as_str().into(),
+        names.retry_exchange.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        all,
+    )
+    .await?;
     let consume = BasicConsumeOptions {
         no_ack: true,
         ..BasicConsumeOptions::default()

@@ -155,7 +155,10 @@ pub struct RunArgs {
     /// Baselines to measure in the same run (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bare,h2load")]
     pub baselines: Vec<Baseline>,
-    /// Requests each HTTP/2 baseline sends (h2load, node-apn, aioapns).
+    /// Requests h2load sends.
+    #[arg(long, default_value_t = 300_000)]
+    pub h2load_requests: u64,
+    /// Requests each peer client sends (node-apn, aioapns).
     #[arg(long, default_value_t = 100_000)]
     pub peer_requests: u64,
     /// Give up waiting for results this long after the last publish.

@@ -339,7 +339,9 @@ impl<'a> Watch<'a> {
     ) -> anyhow::Result<()> {
         let d = d.context("the result tap closed")??;
         let now = Instant::now();
-        if d.routing_key.as_str().ends_with(".token.invalid") {
+        if d.exchange.as_str() == self.p.names.retry_exchange {
+            self.tracker.retry_message(&d.data);
+        } else if d.routing_key.as_str().ends_with(".token.invalid") {
             self.tracker.feedback_message(&d.data);
         } else {
             self.tracker.result_message(&d.data, now, self.times);

@@ -40,7 +40,9 @@ pub struct Target {
     pub root: PathBuf,
     pub connections: usize,
     pub streams: usize,
+    /// Requests of each peer client.
     pub requests: u64,
+    pub h2load_requests: u64,
     pub work_dir: PathBuf,
 }
 
@@ -71,7 +73,7 @@ pub async fn h2load(t: &Target) -> PeerResult {
     let args = |jwt: &str| -> Vec<String> {
         let mut a: Vec<String> = [
             "-n",
-            &t.requests.to_string(),
+            &t.h2load_requests.to_string(),
             "-c",
             &t.connections.to_string(),
         ]
@@ -122,8 +124,7 @@ pub fn parse_h2load(out: &str) -> anyhow::Result<Measured> {
         .lines()
         .find_map(|l| l.strip_prefix("finished in "))
         .and_then(|l| l.split(',').next())
-        .and_then(|s| s.trim().strip_suffix('s'))
-        .and_then(|s| s.parse::<f64>().ok());
+        .and_then(|s| duration_secs(s.trim()));
     let counts = out.lines().find_map(|l| l.strip_prefix("requests: "));
     let field = |name: &str| {
         counts?
@@ -135,12 +136,28 @@ pub fn parse_h2load(out: &str) -> anyhow::Result<Measured> {
             .ok()
     };
     match (secs, field("total"), field("succeeded")) {
+        (Some(_), Some(_), Some(0)) => bail!("no request succeeded: {}", out.trim()),
         (Some(secs), Some(requests), Some(ok)) => Ok(Measured { requests, ok, secs }),
-        _ => bail!(
-            "cannot read h2load's output: {}",
-            out.lines().last().unwrap_or("")
-        ),
+        _ => {
+            let lines: Vec<&str> = out
+                .lines()
+                .filter(|l| l.starts_with("finished") || l.starts_with("requests"))
+                .collect();
+            bail!("cannot read h2load's output: {:?}", lines)
+        }
     }
+}
+
+/// `1.48s`, `162.94ms` or `950us` in seconds.
+fn duration_secs(s: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-6)
+    } else {
+        (s.strip_suffix('s')?, 1.0)
+    };
+    Some(num.parse::<f64>().ok()? * scale)
 }
 
 /// @parse/node-apn through `loadtest/peers/node-apn.js` (npm ci on first use).
@@ -243,6 +260,9 @@ async fn driver(t: &Target, prog: &str, script: &Path) -> anyhow::Result<Measure
         bail!("no result: {}", err.lines().last().unwrap_or("(no output)"));
     };
     let v: serde_json::Value = serde_json::from_str(line)?;
+    if v["ok"].as_u64().unwrap_or(0) == 0 {
+        bail!("no request succeeded; first error: {}", v["first_error"]);
+    }
     Ok(Measured {
         requests: v["requests"].as_u64().unwrap_or(0),
         ok: v["ok"].as_u64().unwrap_or(0),
@@ -262,5 +282,8 @@ mod tests {
         assert_eq!((m.requests, m.ok), (100_000, 99_901));
         assert!((m.secs - 1.48).abs() < 1e-9);
         assert!(parse_h2load("nothing").is_err());
+        let fast = out.replace("1.48s", "162.94ms");
+        let m = parse_h2load(&fast).unwrap_or_else(|e| unreachable!("{e}"));
+        assert!((m.secs - 0.16294).abs() < 1e-9);
     }
 }

@@ -270,6 +270,11 @@ impl RunReport {
             "| retrying entries / token feedback entries / foreign entries | | {} / {} / {} | |",
             t.retrying, t.token_feedback, t.foreign
         );
+        let _ = writeln!(
+            s,
+            "| retry sub-jobs published to the delay queues (their recipients) | | {} ({}) | |",
+            t.retry_jobs, t.retry_recipients
+        );
         if g.timed_out {
             let _ = writeln!(s, "| finished before the timeout | | no | **NO** |");
         }

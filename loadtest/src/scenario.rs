@@ -165,6 +165,7 @@ async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
         connections: c.connections,
         streams: c.streams,
         requests: args.peer_requests,
+        h2load_requests: args.h2load_requests,
         work_dir: std::env::temp_dir().join("pushgate-loadtest"),
     };
     let mut out = Vec::new();

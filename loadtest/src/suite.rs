@@ -25,6 +25,7 @@ fn base(common: &Common, jobs: f64, recipients: usize) -> RunArgs {
         results: Results::All,
         disconnect_after: None,
         baselines: Vec::new(),
+        h2load_requests: 300_000,
         peer_requests: 100_000,
         timeout: Duration::from_secs(120),
         profile: None,
@@ -48,6 +49,7 @@ fn scenario(name: &str, a: &SuiteArgs, fanout_rate: Option<f64>) -> Vec<RunArgs>
         "fanout" => {
             let mut r = base(c, 400.0 * k, 500);
             r.baselines = vec![Baseline::H2load, Baseline::NodeApn, Baseline::Aioapns];
+            r.h2load_requests = (300_000.0 * k).round() as u64;
             r.peer_requests = (100_000.0 * k).round() as u64;
             r.title = Some(
                 "Fan-out jobs of 500 recipients vs h2load and the peers (zero latency)".into(),
@@ -60,7 +62,7 @@ fn scenario(name: &str, a: &SuiteArgs, fanout_rate: Option<f64>) -> Vec<RunArgs>
             let mut t = base(&common, 400.0 * k, 500);
             t.latency = "50ms".into();
             t.baselines = vec![Baseline::H2load];
-            t.peer_requests = (200_000.0 * k).round() as u64;
+            t.h2load_requests = (400_000.0 * k).round() as u64;
             t.title = Some("Fan-out 500 with the simulator at 50 ms: throughput".into());
             let mut l = base(&common, 0.0, 500);
             l.latency = "50ms".into();
@@ -196,7 +198,10 @@ fn command_line(r: &RunArgs) -> String {
             b.join(",")
         }
     );
-    if !r.baselines.is_empty() && !r.baselines.contains(&Baseline::Bare) {
+    if r.baselines.contains(&Baseline::H2load) {
+        let _ = write!(s, " --h2load-requests {}", r.h2load_requests);
+    }
+    if r.baselines.contains(&Baseline::NodeApn) || r.baselines.contains(&Baseline::Aioapns) {
         let _ = write!(s, " --peer-requests {}", r.peer_requests);
     }
     let c = &r.common;

@@ -77,6 +77,9 @@ pub struct Tracker {
     pub codes: BTreeMap<String, u64>,
     /// Token-feedback entries (`<app>.token.invalid`).
     pub token_feedback: u64,
+    /// Retry sub-jobs published to the delay queues, and their recipients.
+    pub retry_jobs: u64,
+    pub retry_recipients: u64,
     /// Publish-to-result latency of each final entry, microseconds.
     pub latencies_us: Vec<u32>,
     pub first: Option<Instant>,
@@ -97,6 +100,8 @@ impl Tracker {
             foreign: 0,
             codes: BTreeMap::new(),
             token_feedback: 0,
+            retry_jobs: 0,
+            retry_recipients: 0,
             latencies_us: Vec::with_capacity(bits.min(4_000_000)),
             first: None,
             last: None,
@@ -113,6 +118,14 @@ impl Tracker {
         };
         for e in msg.results {
             self.entry(&e, now, times);
+        }
+    }
+
+    /// Counts a retry sub-job the gateway handed to a delay queue.
+    pub fn retry_message(&mut self, body: &[u8]) {
+        self.retry_jobs += 1;
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            self.retry_recipients += v["recipients"].as_array().map_or(0, |a| a.len() as u64);
         }
     }
 
