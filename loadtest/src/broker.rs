@@ -232,23 +232,20 @@ pub async fn cleanup(ch: &Channel, names: &Names) {
 /// Force-closes the broker connection named `name` (rabbitmqctl), as a
 /// network fault or broker restart would. Returns how many were closed.
 pub async fn force_close(name: &str) -> anyhow::Result<usize> {
-    let out = tokio::process::Command::new("rabbitmqctl")
+    // rabbitmqctl is an Erlang VM: never under the load test's SCHED_RR.
+    let out = rabbitmqctl()
         .args(["list_connections", "pid", "client_properties"])
-        .args(["--formatter", "json", "-q"])
+        .args(["-q", "--no-table-headers"])
         .output()
         .await
         .context("running rabbitmqctl list_connections")?;
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .context("reading rabbitmqctl list_connections --formatter json")?;
-    let pids: Vec<String> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["client_properties"].to_string().contains(name))
-        .filter_map(|c| c["pid"].as_str().map(str::to_owned))
-        .collect();
+    let list = String::from_utf8_lossy(&out.stdout);
+    let pids = connection_pids(&list, name);
+    if pids.is_empty() {
+        bail!("no broker connection named {name}");
+    }
     for pid in &pids {
-        let status = tokio::process::Command::new("rabbitmqctl")
+        let status = rabbitmqctl()
             .args(["close_connection", pid, "loadtest: forced disconnect", "-q"])
             .status()
             .await?;
@@ -257,4 +254,39 @@ pub async fn force_close(name: &str) -> anyhow::Result<usize> {
         }
     }
     Ok(pids.len())
+}
+
+/// The pids (`<rabbit@host.1.2.3>`) of the connections named `name` in
+/// `rabbitmqctl list_connections pid client_properties` output.
+fn connection_pids(list: &str, name: &str) -> Vec<String> {
+    let wanted = format!("{{\"connection_name\",\"{name}\"}}");
+    list.lines()
+        .filter(|l| l.contains(&wanted))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// `rabbitmqctl` under the normal scheduling policy (`chrt -o 0`).
+fn rabbitmqctl() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("chrt");
+    cmd.args(["-o", "0", "rabbitmqctl"]);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_connections_by_name() {
+        let list =
+            "<rabbit@h.1.2.1>\t[{\"connection_name\",\"pushgate-lt1\"},{\"platform\",\"rust\"}]\n\
+                    <rabbit@h.1.3.1>\t[{\"connection_name\",\"pushgate-lt1-bare\"}]\n\
+                    <rabbit@h.1.4.1>\t[{\"platform\",\"rust\"}]\n";
+        assert_eq!(
+            connection_pids(list, "pushgate-lt1"),
+            vec!["<rabbit@h.1.2.1>"]
+        );
+        assert!(connection_pids(list, "other").is_empty());
+    }
 }

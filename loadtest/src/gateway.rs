@@ -42,6 +42,8 @@ pub struct GatewayRun {
     pub exit: String,
     /// Broker connections force-closed by the load test.
     pub disconnects: usize,
+    /// Why the forced disconnect did not happen, when it did not.
+    pub disconnect_error: Option<String>,
     /// Gateway log: lines, and "broker session lost" lines.
     pub log_lines: usize,
     pub sessions_lost: usize,
@@ -119,22 +121,20 @@ pub async fn run(p: &Phase<'_>) -> anyhow::Result<GatewayRun> {
         None => "killed after 30 s".into(),
     };
     collected?;
-    let disconnects = match disconnect {
-        Some(t) => t.await.ok().and_then(Result::ok).unwrap_or(0),
-        None => 0,
+    let (disconnects, disconnect_error) = match disconnect {
+        Some(t) => match t.await {
+            Ok(Ok(n)) => (n, None),
+            Ok(Err(e)) => (0, Some(format!("{e:#}"))),
+            Err(e) => (0, Some(e.to_string())),
+        },
+        None => (0, None),
     };
     let (jobs_left, _) = broker::counts(&ch, &p.names.input).await?;
     let (dead, _) = broker::counts(&ch, &p.names.dead).await.unwrap_or((0, 0));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    Ok(finish(
-        watch,
-        samplers,
-        exit,
-        disconnects,
-        jobs_left,
-        dead,
-        &text,
-    ))
+    let mut run = finish(watch, samplers, exit, disconnects, jobs_left, dead, &text);
+    run.disconnect_error = disconnect_error;
+    Ok(run)
 }
 
 fn finish(
@@ -166,6 +166,7 @@ fn finish(
         rss_trend: procstat::rss_trend(&gw_samples),
         exit,
         disconnects,
+        disconnect_error: None,
         log_lines: log.lines().count(),
         sessions_lost: log.matches("broker session lost").count(),
         timed_out: w.timed_out,

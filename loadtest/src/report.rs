@@ -256,8 +256,9 @@ impl RunReport {
         );
         let _ = writeln!(
             s,
-            "| duplicate results (redeliveries) | 0 without a disconnect | {} | {} |",
+            "| duplicate results (redeliveries) | 0 without a disconnect | {} (about {} jobs run again) | {} |",
             t.duplicates,
+            t.duplicates.div_ceil(self.recipients.max(1) as u64),
             ok(t.duplicates == 0 || g.disconnects > 0)
         );
         let _ = writeln!(
@@ -275,6 +276,9 @@ impl RunReport {
             "| retry sub-jobs published to the delay queues (their recipients) | | {} ({}) | |",
             t.retry_jobs, t.retry_recipients
         );
+        if let Some(e) = &g.disconnect_error {
+            let _ = writeln!(s, "| forced disconnect done | | no: {e} | **NO** |");
+        }
         if g.timed_out {
             let _ = writeln!(s, "| finished before the timeout | | no | **NO** |");
         }
