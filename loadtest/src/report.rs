@@ -151,7 +151,7 @@ impl RunReport {
             s,
             "| gateway log lines | {} ({:.4} per notification) |",
             g.log_lines,
-            g.log_lines as f64 / self.expected_results.max(1) as f64
+            g.log_lines as f64 / (self.jobs * self.recipients as u64).max(1) as f64
         );
         let _ = writeln!(s, "| gateway exit | {} |\n", g.exit);
     }

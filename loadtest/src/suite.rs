@@ -11,9 +11,16 @@ use crate::scenario;
 /// The scenarios run when `--only` is not given (soak and backlog are long: ask for them).
 const DEFAULT: [&str; 5] = ["single", "fanout", "latency", "mix", "rss"];
 
+/// A run of `jobs` jobs of `recipients`; fan-out jobs get a small prefetch
+/// (16 jobs = 8,000 recipients queued behind max_in_flight), single-recipient
+/// jobs the command line's.
 fn base(common: &Common, jobs: f64, recipients: usize) -> RunArgs {
+    let mut common = common.clone();
+    if recipients > 1 {
+        common.prefetch = common.prefetch.min(16);
+    }
     RunArgs {
-        common: common.clone(),
+        common,
         jobs: jobs.round().max(1.0) as u64,
         recipients,
         rate: 0.0,
@@ -60,23 +67,36 @@ fn scenario(name: &str, a: &SuiteArgs, fanout_rate: Option<f64>) -> Vec<RunArgs>
             let mut common = c.clone();
             common.streams = 1000;
             let mut t = base(&common, 400.0 * k, 500);
+            // 50 ms per request: twice the jobs queued keep 4,000 streams busy.
+            t.common.prefetch = 32;
             t.latency = "50ms".into();
             t.baselines = vec![Baseline::H2load];
             t.h2load_requests = (400_000.0 * k).round() as u64;
             t.title = Some("Fan-out 500 with the simulator at 50 ms: throughput".into());
             let mut l = base(&common, 0.0, 500);
+            l.common.prefetch = 32;
             l.latency = "50ms".into();
             l.preload = false;
-            l.rate = (fanout_rate.unwrap_or(40_000.0) * 0.5 / 500.0).max(1.0);
+            // Half the throughput the run before measured (set in `run`).
+            l.rate = -0.5;
             l.duration = Some(Duration::from_secs_f64((20.0 * k).max(5.0)));
             l.title = Some(
                 "Fan-out 500 with the simulator at 50 ms: latency at half the measured throughput"
                     .into(),
             );
-            vec![t, l]
+            let mut one = base(&common, 0.0, 1);
+            one.latency = "50ms".into();
+            one.preload = false;
+            one.rate = 2_000.0;
+            one.duration = l.duration;
+            one.title = Some(
+                "Single-recipient jobs with the simulator at 50 ms: latency at 2,000 jobs/s".into(),
+            );
+            vec![t, l, one]
         }
         "mix" => {
             let mut m = base(c, 20_000.0 * k, 10);
+            m.common.prefetch = 64;
             m.preload = false;
             m.rate = 2_000.0;
             m.mix = Mix::Errors;
@@ -130,10 +150,17 @@ pub async fn run(a: &SuiteArgs) -> anyhow::Result<String> {
                 "unknown scenario {name:?} (single, fanout, latency, mix, rss, soak, backlog)"
             );
         }
-        for r in runs {
+        let mut previous: Option<f64> = None;
+        for mut r in runs {
+            if r.rate < 0.0 {
+                // A share of the previous run's notifications/s, in jobs/s.
+                let rate = previous.unwrap_or(40_000.0) * -r.rate / r.recipients as f64;
+                r.rate = rate.max(1.0).round();
+            }
             eprintln!("loadtest suite: {}", r.title.as_deref().unwrap_or(name));
             let cmd = command_line(&r);
             let report = scenario::run(&r, cmd).await?;
+            previous = report.rate();
             if name == "fanout" {
                 fanout_rate = report.rate();
             }
