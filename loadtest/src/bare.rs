@@ -26,6 +26,8 @@ pub struct BareResult {
     pub messages: u64,
     pub secs: f64,
     pub ack_frames: u64,
+    /// The broker's CPU while the consumer ran, in cores.
+    pub broker_cores: Option<f64>,
 }
 
 impl BareResult {
@@ -48,7 +50,14 @@ pub async fn run(
     let done = AtomicU64::new(0);
     let publisher = conn.create_channel().await?;
     broker::publish(&publisher, &names.bare, plan, 0.0, &times, &done).await?;
-    let result = consume(&ch, &names.bare, plan.jobs, prefetch).await;
+    let broker = crate::procstat::find_by_name("beam.smp");
+    let before = broker.and_then(crate::procstat::sample);
+    let mut result = consume(&ch, &names.bare, plan.jobs, prefetch).await;
+    let after = broker.and_then(crate::procstat::sample);
+    if let (Ok(r), Some(a), Some(b)) = (result.as_mut(), before, after) {
+        let secs = b.at.duration_since(a.at).as_secs_f64();
+        r.broker_cores = (secs > 0.0).then(|| (b.cpu_secs - a.cpu_secs) / secs);
+    }
     let _ = conn.close(200, "bare baseline done".into()).await;
     result
 }
@@ -91,5 +100,6 @@ async fn consume(
         messages: got,
         secs,
         ack_frames: frames,
+        broker_cores: None,
     })
 }

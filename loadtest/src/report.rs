@@ -170,9 +170,10 @@ impl RunReport {
             Some(Ok(b)) => {
                 let _ = writeln!(
                     s,
-                    "| bare lapin consumer (same prefetch, `multiple` ack every {} -> {} ack frames) | {} msg/s | {} | built in (`--baselines bare`) |",
+                    "| bare lapin consumer (same prefetch, `multiple` ack every {} -> {} ack frames; broker CPU {}) | {} msg/s | {} | built in (`--baselines bare`) |",
                     self.ack_batch,
                     thousands(b.ack_frames as f64),
+                    b.broker_cores.map_or("n/a".into(), |c| format!("{c:.2} cores")),
                     thousands(b.rate()),
                     ratio(b.rate() * self.recipients as f64)
                 );

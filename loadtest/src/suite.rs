@@ -177,10 +177,16 @@ pub async fn run(a: &SuiteArgs) -> anyhow::Result<String> {
 
 /// The `loadtest run` command line equivalent to `r`.
 fn command_line(r: &RunArgs) -> String {
-    let mut s = format!(
-        "loadtest run --jobs {} --recipients {}",
-        r.jobs, r.recipients
-    );
+    let mut s = match r.duration {
+        Some(_) => format!("loadtest run --recipients {}", r.recipients),
+        None => format!(
+            "loadtest run --jobs {} --recipients {}",
+            r.jobs, r.recipients
+        ),
+    };
+    if r.common.realtime {
+        s.push_str(" --realtime");
+    }
     if r.preload {
         s.push_str(" --preload");
     }
