@@ -149,16 +149,6 @@ async fn settle(confirm: Option<lapin::PublisherConfirm>, done: &AtomicU64) -> a
 /// Declares the results exchange and an exclusive queue bound to all of
 /// it (results and token feedback), consumed without acks.
 pub async fn tap(ch: &Channel, names: &Names) -> anyhow::Result<Consumer> {
-    ch.exchange_declare(
-        names.results.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
     let opts = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
@@ -168,36 +158,28 @@ pub async fn tap(ch: &Channel, names: &Names) -> anyhow::Result<Consumer> {
         .queue_declare("".into(), opts, FieldTable::default())
         .await?;
     let name = q.name().as_str().to_owned();
-    ch.queue_bind(
-        name.as_str().into(),
-        names.results.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
+    bind(
+        ch,
+        &name,
+        &names.results,
+        ExchangeKind::Topic,
+        "#",
         FieldTable::default(),
     )
     .await?;
     // Also see every retry the gateway publishes: a headers binding with
     // no header to match takes every message of the retry exchange.
-    ch.exchange_declare(
-        names.retry_exchange.as_str().into(),
-        ExchangeKind::Headers,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
     let mut all = FieldTable::default();
     all.insert(
         "x-match".into(),
         lapin::types::AMQPValue::LongString("all".into()),
     );
-    ch.queue_bind(
-        name.as_str().into(),
-        names.retry_exchange.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
+    bind(
+        ch,
+        &name,
+        &names.retry_exchange,
+        ExchangeKind::Headers,
+        "",
         all,
     )
     .await?;
@@ -213,6 +195,32 @@ pub async fn tap(ch: &Channel, names: &Names) -> anyhow::Result<Consumer> {
             FieldTable::default(),
         )
         .await?)
+}
+
+/// Declares `exchange` (durable, as the gateway declares it) and binds `queue` to it.
+async fn bind(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    kind: ExchangeKind,
+    key: &str,
+    args: FieldTable,
+) -> anyhow::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default())
+        .await?;
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        args,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Deletes every queue and exchange of the run.

@@ -78,21 +78,8 @@ pub async fn run(p: &Phase<'_>) -> anyhow::Result<GatewayRun> {
     if p.args.preload {
         preload(p, &times, &published).await?;
     }
-    let setup = GatewaySetup {
-        common: &p.args.common,
-        names: p.names,
-        sim: p.sim,
-        results: p.args.results,
-    };
-    let config = procs::gateway_config(&setup)?;
-    let gw = procs::start_gateway(p.bin, &config, p.work_dir, &p.names.tag)?;
-    let every = Duration::from_millis(250);
-    let samplers = Samplers {
-        gateway: Sampler::start(gw.pid, every),
-        sim: p.sim_pid.map(|pid| Sampler::start(pid, every)),
-        broker: procstat::find_by_name("beam.smp").map(|pid| Sampler::start(pid, every)),
-        me: Some(Sampler::start(std::process::id(), every)),
-    };
+    let gw = start(p)?;
+    let samplers = Samplers::start(gw.pid, p.sim_pid);
     let perf = match &p.args.profile {
         Some(out) => Some(procs::start_perf(gw.pid, out)?),
         None => None,
@@ -121,20 +108,51 @@ pub async fn run(p: &Phase<'_>) -> anyhow::Result<GatewayRun> {
         None => "killed after 30 s".into(),
     };
     collected?;
-    let (disconnects, disconnect_error) = match disconnect {
-        Some(t) => match t.await {
-            Ok(Ok(n)) => (n, None),
-            Ok(Err(e)) => (0, Some(format!("{e:#}"))),
-            Err(e) => (0, Some(e.to_string())),
-        },
-        None => (0, None),
-    };
+    let (disconnects, disconnect_error) = disconnect_outcome(disconnect).await;
     let (jobs_left, _) = broker::counts(&ch, &p.names.input).await?;
     let (dead, _) = broker::counts(&ch, &p.names.dead).await.unwrap_or((0, 0));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let mut run = finish(watch, samplers, exit, disconnects, jobs_left, dead, &text);
     run.disconnect_error = disconnect_error;
     Ok(run)
+}
+
+/// Writes the gateway's config and starts `pushgate run` on it.
+fn start(p: &Phase<'_>) -> anyhow::Result<Proc> {
+    let setup = GatewaySetup {
+        common: &p.args.common,
+        names: p.names,
+        sim: p.sim,
+        results: p.args.results,
+    };
+    let config = procs::gateway_config(&setup)?;
+    procs::start_gateway(p.bin, &config, p.work_dir, &p.names.tag)
+}
+
+impl Samplers {
+    fn start(gateway: u32, sim: Option<u32>) -> Samplers {
+        let every = Duration::from_millis(250);
+        Samplers {
+            gateway: Sampler::start(gateway, every),
+            sim: sim.map(|pid| Sampler::start(pid, every)),
+            broker: procstat::find_by_name("beam.smp").map(|pid| Sampler::start(pid, every)),
+            me: Some(Sampler::start(std::process::id(), every)),
+        }
+    }
+}
+
+/// Connections closed by the forced disconnect, or why it failed.
+async fn disconnect_outcome(
+    task: Option<tokio::task::JoinHandle<anyhow::Result<usize>>>,
+) -> (usize, Option<String>) {
+    match task {
+        Some(t) => match t.await {
+            Ok(Ok(n)) => (n, None),
+            Ok(Err(e)) => (0, Some(format!("{e:#}"))),
+            Err(e) => (0, Some(e.to_string())),
+        },
+        None => (0, None),
+    }
 }
 
 fn finish(

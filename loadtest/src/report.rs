@@ -58,6 +58,20 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
 }
 
+/// `p50 / p95 / p99 / max ms` of publish-to-result latencies (µs).
+fn latency_cell(samples: &mut [u32]) -> String {
+    match percentiles(samples) {
+        Some([p50, p95, p99, max]) => format!(
+            "{:.1} / {:.1} / {:.1} / {:.1} ms",
+            f64::from(p50) / 1e3,
+            f64::from(p95) / 1e3,
+            f64::from(p99) / 1e3,
+            f64::from(max) / 1e3
+        ),
+        None => "n/a (no results)".into(),
+    }
+}
+
 fn cores(u: &Option<Usage>) -> String {
     u.map_or("n/a".into(), |u| format!("{:.2} cores", u.cores))
 }
@@ -94,66 +108,61 @@ impl RunReport {
         if let Some(e) = &self.gateway_error {
             let _ = writeln!(s, "**The gateway run failed:** {e}\n");
         }
-        let preload = self.preload;
+        let (preload, notifications) = (self.preload, self.jobs * self.recipients as u64);
         let Some(g) = self.gateway.as_mut() else {
             return;
         };
-        let _ = writeln!(s, "| gateway | value |\n|---|---|");
-        let _ = writeln!(
-            s,
-            "| notifications/s (end to end, {:.1} s window) | **{}** |",
-            g.window_secs,
-            thousands(g.rate)
-        );
         let lat = if preload {
             "n/a (preloaded: the queue wait dominates)".to_owned()
         } else {
-            match percentiles(&mut g.tracker.latencies_us) {
-                Some([p50, p95, p99, max]) => format!(
-                    "{:.1} / {:.1} / {:.1} / {:.1} ms",
-                    p50 as f64 / 1e3,
-                    p95 as f64 / 1e3,
-                    p99 as f64 / 1e3,
-                    max as f64 / 1e3
-                ),
-                None => "n/a (no results)".into(),
-            }
+            latency_cell(&mut g.tracker.latencies_us)
         };
-        let _ = writeln!(
-            s,
-            "| publish-to-result latency p50 / p95 / p99 / max | {lat} |"
-        );
+        let mut rows = vec![
+            (
+                format!(
+                    "notifications/s (end to end, {:.1} s window)",
+                    g.window_secs
+                ),
+                format!("**{}**", thousands(g.rate)),
+            ),
+            (
+                "publish-to-result latency p50 / p95 / p99 / max".into(),
+                lat,
+            ),
+        ];
         if let Some(u) = g.gateway {
-            let _ = writeln!(s, "| gateway CPU | {:.2} cores |", u.cores);
-            let _ = writeln!(
-                s,
-                "| gateway RSS peak / at the end | {} / {} |",
-                mb(u.rss_peak),
-                mb(u.rss_last)
-            );
+            rows.push(("gateway CPU".into(), format!("{:.2} cores", u.cores)));
+            rows.push((
+                "gateway RSS peak / at the end".into(),
+                format!("{} / {}", mb(u.rss_peak), mb(u.rss_last)),
+            ));
         }
         if let Some((a, b)) = g.rss_trend {
-            let _ = writeln!(
-                s,
-                "| gateway RSS, first fifth vs last fifth of the run | {} vs {} |",
-                mb(a),
-                mb(b)
-            );
+            rows.push((
+                "gateway RSS, first fifth vs last fifth of the run".into(),
+                format!("{} vs {}", mb(a), mb(b)),
+            ));
         }
-        let _ = writeln!(
-            s,
-            "| broker / simulator / loadtest CPU | {} / {} / {} |",
-            cores(&g.broker),
-            cores(&g.sim),
-            cores(&g.loadtest)
-        );
-        let _ = writeln!(
-            s,
-            "| gateway log lines | {} ({:.4} per notification) |",
-            g.log_lines,
-            g.log_lines as f64 / (self.jobs * self.recipients as u64).max(1) as f64
-        );
-        let _ = writeln!(s, "| gateway exit | {} |\n", g.exit);
+        let per = g.log_lines as f64 / notifications.max(1) as f64;
+        rows.push((
+            "broker / simulator / loadtest CPU".into(),
+            format!(
+                "{} / {} / {}",
+                cores(&g.broker),
+                cores(&g.sim),
+                cores(&g.loadtest)
+            ),
+        ));
+        rows.push((
+            "gateway log lines".into(),
+            format!("{} ({per:.4} per notification)", g.log_lines),
+        ));
+        rows.push(("gateway exit".into(), g.exit.clone()));
+        let _ = writeln!(s, "| gateway | value |\n|---|---|");
+        for (what, value) in rows {
+            let _ = writeln!(s, "| {what} | {value} |");
+        }
+        s.push('\n');
     }
 
     fn render_baselines(&self, s: &mut String) {
@@ -214,91 +223,134 @@ impl RunReport {
 
     fn render_check(&self, s: &mut String) {
         let Some(g) = &self.gateway else { return };
-        let t = &g.tracker;
-        let ok = |b: bool| if b { "yes" } else { "**NO**" };
         let _ = writeln!(
             s,
             "| count-everything check | expected | seen | ok |\n|---|---|---|---|"
         );
-        let _ = writeln!(
-            s,
-            "| jobs published (confirmed) | {} | {} | {} |",
-            self.jobs,
-            g.published,
-            ok(g.published == self.jobs)
-        );
+        for (what, want, seen, ok) in self.check_rows(g) {
+            let ok = match ok {
+                Some(true) => "yes",
+                Some(false) => "**NO**",
+                None => "",
+            };
+            let _ = writeln!(s, "| {what} | {want} | {seen} | {ok} |");
+        }
+        s.push('\n');
+    }
+
+    /// (check, expected, seen, passed) rows; `None`: informational.
+    fn check_rows(&self, g: &GatewayRun) -> Vec<(String, String, String, Option<bool>)> {
+        let t = &g.tracker;
+        let row = |what: &str, want: String, seen: String, ok: Option<bool>| {
+            (what.to_owned(), want, seen, ok)
+        };
         let acked = g.published.saturating_sub(u64::from(g.jobs_left));
-        let _ = writeln!(
-            s,
-            "| jobs acked (input queue empty after the gateway stopped) | {} | {} | {} |",
-            g.published,
-            acked,
-            ok(g.jobs_left == 0)
-        );
-        let _ = writeln!(
-            s,
-            "| jobs dead-lettered (dead queue) | {} | {} | {} |",
-            self.expected_dead,
-            g.dead,
-            ok(u64::from(g.dead) == self.expected_dead)
-        );
-        let _ = writeln!(
-            s,
-            "| final results = recipients | {} | {} | {} |",
-            self.expected_results,
-            t.finals,
-            ok(t.finals == self.expected_results)
-        );
-        let _ = writeln!(
-            s,
-            "| recipients without a final result | 0 | {} | {} |",
-            self.missing,
-            ok(self.missing == 0)
-        );
-        let _ = writeln!(
-            s,
-            "| duplicate results (redeliveries) | 0 without a disconnect | {} (about {} jobs run again) | {} |",
-            t.duplicates,
-            t.duplicates.div_ceil(self.recipients.max(1) as u64),
-            ok(t.duplicates == 0 || g.disconnects > 0)
-        );
-        let _ = writeln!(
-            s,
-            "| forced disconnects / broker sessions lost (gateway log) | | {} / {} | |",
-            g.disconnects, g.sessions_lost
-        );
-        let _ = writeln!(
-            s,
-            "| retrying entries / token feedback entries / foreign entries | | {} / {} / {} | |",
-            t.retrying, t.token_feedback, t.foreign
-        );
-        let _ = writeln!(
-            s,
-            "| retry sub-jobs published to the delay queues (their recipients) | | {} ({}) | |",
-            t.retry_jobs, t.retry_recipients
-        );
+        let again = t.duplicates.div_ceil(self.recipients.max(1) as u64);
+        let mut rows = vec![
+            row(
+                "jobs published (confirmed)",
+                self.jobs.to_string(),
+                g.published.to_string(),
+                Some(g.published == self.jobs),
+            ),
+            row(
+                "jobs acked (input queue empty after the gateway stopped)",
+                g.published.to_string(),
+                acked.to_string(),
+                Some(g.jobs_left == 0),
+            ),
+            row(
+                "jobs dead-lettered (dead queue)",
+                self.expected_dead.to_string(),
+                g.dead.to_string(),
+                Some(u64::from(g.dead) == self.expected_dead),
+            ),
+            row(
+                "final results = recipients",
+                self.expected_results.to_string(),
+                t.finals.to_string(),
+                Some(t.finals == self.expected_results),
+            ),
+            row(
+                "recipients without a final result",
+                "0".into(),
+                self.missing.to_string(),
+                Some(self.missing == 0),
+            ),
+            row(
+                "duplicate results (redeliveries)",
+                "0 without a disconnect".into(),
+                format!("{} (about {again} jobs run again)", t.duplicates),
+                Some(t.duplicates == 0 || g.disconnects > 0),
+            ),
+            row(
+                "forced disconnects / broker sessions lost (gateway log)",
+                String::new(),
+                format!("{} / {}", g.disconnects, g.sessions_lost),
+                None,
+            ),
+            row(
+                "retrying entries / token feedback entries / foreign entries",
+                String::new(),
+                format!("{} / {} / {}", t.retrying, t.token_feedback, t.foreign),
+                None,
+            ),
+            row(
+                "retry sub-jobs published to the delay queues (their recipients)",
+                String::new(),
+                format!("{} ({})", t.retry_jobs, t.retry_recipients),
+                None,
+            ),
+        ];
+        rows.extend(self.detail_rows(g));
+        rows
+    }
+
+    /// Informational rows, fault rows and the counts by code.
+    fn detail_rows(&self, g: &GatewayRun) -> Vec<(String, String, String, Option<bool>)> {
+        let t = &g.tracker;
+        let row = |what: &str, want: String, seen: String, ok: Option<bool>| {
+            (what.to_owned(), want, seen, ok)
+        };
+        let mut rows = Vec::new();
         if let Some(e) = &g.disconnect_error {
-            let _ = writeln!(s, "| forced disconnect done | | no: {e} | **NO** |");
+            rows.push(row(
+                "forced disconnect done",
+                String::new(),
+                format!("no: {e}"),
+                Some(false),
+            ));
         }
         if g.timed_out {
-            let _ = writeln!(s, "| finished before the timeout | | no | **NO** |");
+            rows.push(row(
+                "finished before the timeout",
+                String::new(),
+                "no".into(),
+                Some(false),
+            ));
         }
         for (code, want) in &self.expected_codes {
             let got = t.codes.get(code).copied().unwrap_or(0);
-            let _ = writeln!(
-                s,
-                "| results `{code}` | {want} | {got} | {} |",
-                ok(got == *want)
-            );
+            rows.push(row(
+                &format!("results `{code}`"),
+                want.to_string(),
+                got.to_string(),
+                Some(got == *want),
+            ));
         }
         for (code, got) in t
             .codes
             .iter()
             .filter(|(c, _)| !self.expected_codes.contains_key(*c))
         {
-            let _ = writeln!(s, "| results `{code}` (unexpected) | 0 | {got} | **NO** |");
+            rows.push(row(
+                &format!("results `{code}` (unexpected)"),
+                "0".into(),
+                got.to_string(),
+                Some(false),
+            ));
         }
-        s.push('\n');
+        rows
     }
 }
 

@@ -43,12 +43,6 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
         BrokerRealtime(None)
     };
     let mut report = new_report(&args, &plan, command, cores, load_start);
-
-    if args.baselines.contains(&Baseline::Bare) {
-        eprintln!("loadtest: bare consumer baseline ({} messages)", plan.jobs);
-        let r = bare::run(&args.common.amqp_url, &names, &plan, args.common.prefetch).await;
-        report.bare = Some(r.map_err(|e| format!("{e:#}")));
-    }
     let phase = Phase {
         args: &args,
         names: &names,
@@ -59,14 +53,7 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
         bin: &bin,
         work_dir: &work_dir,
     };
-    match gateway::run(&phase).await {
-        Ok(g) => {
-            report.missing = missing(&args, &plan, &g);
-            report.gateway = Some(g);
-        }
-        Err(e) => report.gateway_error = Some(format!("{e:#}")),
-    }
-    report.peers = http2_baselines(&args, sim_addr).await;
+    measure(&phase, &mut report).await;
 
     if !args.common.keep {
         if let Ok(ch) = conn.create_channel().await {
@@ -80,6 +67,28 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
     }
     report.load_end = procstat::machine().0;
     Ok(report)
+}
+
+/// The bare consumer, the gateway, then the HTTP/2 baselines, one after
+/// the other (each has the machine to itself).
+async fn measure(p: &Phase<'_>, report: &mut RunReport) {
+    let args = p.args;
+    if args.baselines.contains(&Baseline::Bare) {
+        eprintln!(
+            "loadtest: bare consumer baseline ({} messages)",
+            p.plan.jobs
+        );
+        let r = bare::run(&args.common.amqp_url, p.names, p.plan, args.common.prefetch).await;
+        report.bare = Some(r.map_err(|e| format!("{e:#}")));
+    }
+    match gateway::run(p).await {
+        Ok(g) => {
+            report.missing = missing(args, p.plan, &g);
+            report.gateway = Some(g);
+        }
+        Err(e) => report.gateway_error = Some(format!("{e:#}")),
+    }
+    report.peers = http2_baselines(args, p.sim).await;
 }
 
 /// Starts `pushgate simulate` (accept-all for the `ok` mix), or attaches.

@@ -40,98 +40,124 @@ fn base(common: &Common, jobs: f64, recipients: usize) -> RunArgs {
     }
 }
 
-/// The runs of one scenario name.
+/// The runs of one scenario name (empty for an unknown name).
 fn scenario(name: &str, a: &SuiteArgs, fanout_rate: Option<f64>) -> Vec<RunArgs> {
     let (c, k) = (&a.common, a.scale);
     match name {
-        "single" => {
-            let mut all = base(c, 100_000.0 * k, 1);
-            all.baselines = vec![Baseline::Bare];
-            all.title = Some("Single-recipient jobs end to end vs the bare lapin consumer".into());
-            let mut und = all.clone();
-            und.results = Results::Undelivered;
-            und.title = Some("Single-recipient jobs, results for undelivered recipients only, vs the bare consumer".into());
-            vec![all, und]
-        }
-        "fanout" => {
-            let mut r = base(c, 400.0 * k, 500);
-            r.baselines = vec![Baseline::H2load, Baseline::NodeApn, Baseline::Aioapns];
-            r.h2load_requests = (300_000.0 * k).round() as u64;
-            r.peer_requests = (100_000.0 * k).round() as u64;
-            r.title = Some(
-                "Fan-out jobs of 500 recipients vs h2load and the peers (zero latency)".into(),
-            );
-            vec![r]
-        }
-        "latency" => {
-            let mut common = c.clone();
-            common.streams = 1000;
-            let mut t = base(&common, 400.0 * k, 500);
-            // 50 ms per request: twice the jobs queued keep 4,000 streams busy.
-            t.common.prefetch = 32;
-            t.latency = "50ms".into();
-            t.baselines = vec![Baseline::H2load];
-            t.h2load_requests = (400_000.0 * k).round() as u64;
-            t.title = Some("Fan-out 500 with the simulator at 50 ms: throughput".into());
-            let mut l = base(&common, 0.0, 500);
-            l.common.prefetch = 32;
-            l.latency = "50ms".into();
-            l.preload = false;
-            // Half the throughput the run before measured (set in `run`).
-            l.rate = -0.5;
-            l.duration = Some(Duration::from_secs_f64((20.0 * k).max(5.0)));
-            l.title = Some(
-                "Fan-out 500 with the simulator at 50 ms: latency at half the measured throughput"
-                    .into(),
-            );
-            let mut one = base(&common, 0.0, 1);
-            one.latency = "50ms".into();
-            one.preload = false;
-            one.rate = 2_000.0;
-            one.duration = l.duration;
-            one.title = Some(
-                "Single-recipient jobs with the simulator at 50 ms: latency at 2,000 jobs/s".into(),
-            );
-            vec![t, l, one]
-        }
-        "mix" => {
-            let mut m = base(c, 20_000.0 * k, 10);
-            m.common.prefetch = 64;
-            m.preload = false;
-            m.rate = 2_000.0;
-            m.mix = Mix::Errors;
-            m.invalid = 0.02;
-            m.disconnect_after = Some(Duration::from_secs_f64((4.0 * k).max(2.0)));
-            m.title = Some(
-                "Count everything: error mix, 2% invalid jobs, a forced broker disconnect".into(),
-            );
-            vec![m]
-        }
-        "rss" => {
-            let mut r = base(c, 0.0, 500);
-            r.preload = false;
-            r.rate = (fanout_rate.unwrap_or(40_000.0) * 0.8 / 500.0).max(1.0);
-            r.duration = Some(Duration::from_secs_f64((60.0 * k).max(10.0)));
-            r.title = Some("Memory at 80% of full speed (fan-out 500, live)".into());
-            vec![r]
-        }
-        "soak" => {
-            let mut r = base(c, 0.0, 500);
-            r.preload = false;
-            r.rate = (fanout_rate.unwrap_or(40_000.0) * 0.8 / 500.0).max(1.0);
-            r.duration = Some(Duration::from_secs(600));
-            r.title = Some("10-minute soak at 80% of full speed (fan-out 500)".into());
-            vec![r]
-        }
-        "backlog" => {
-            let mut r = base(c, 1_000_000.0 * k, 1);
-            r.results = Results::Undelivered;
-            r.timeout = Duration::from_secs(600);
-            r.title = Some("A backlog of 1,000,000 jobs: gateway memory while it drains".into());
-            vec![r]
-        }
+        "single" => single(c, k),
+        "fanout" => fanout(c, k),
+        "latency" => latency(c, k),
+        "mix" => mix(c, k),
+        "rss" | "soak" | "backlog" => memory(name, c, k, fanout_rate),
         _ => Vec::new(),
     }
+}
+
+fn titled(mut r: RunArgs, title: &str) -> RunArgs {
+    r.title = Some(title.to_owned());
+    r
+}
+
+fn single(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut all = base(c, 100_000.0 * k, 1);
+    all.baselines = vec![Baseline::Bare];
+    let mut und = all.clone();
+    und.results = Results::Undelivered;
+    vec![
+        titled(
+            all,
+            "Single-recipient jobs end to end vs the bare lapin consumer",
+        ),
+        titled(
+            und,
+            "Single-recipient jobs, results for undelivered recipients only, vs the bare consumer",
+        ),
+    ]
+}
+
+fn fanout(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut r = base(c, 400.0 * k, 500);
+    r.baselines = vec![Baseline::H2load, Baseline::NodeApn, Baseline::Aioapns];
+    r.h2load_requests = (300_000.0 * k).round() as u64;
+    r.peer_requests = (100_000.0 * k).round() as u64;
+    vec![titled(
+        r,
+        "Fan-out jobs of 500 recipients vs h2load and the peers (zero latency)",
+    )]
+}
+
+fn latency(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut common = c.clone();
+    common.streams = 1000;
+    let mut t = base(&common, 400.0 * k, 500);
+    // 50 ms per request: twice the jobs queued keep 4,000 streams busy.
+    t.common.prefetch = 32;
+    t.latency = "50ms".into();
+    t.baselines = vec![Baseline::H2load];
+    t.h2load_requests = (400_000.0 * k).round() as u64;
+    let mut l = base(&common, 0.0, 500);
+    l.common.prefetch = 32;
+    l.latency = "50ms".into();
+    l.preload = false;
+    // Half the throughput the run before measured (set in `run`).
+    l.rate = -0.5;
+    l.duration = Some(Duration::from_secs_f64((20.0 * k).max(5.0)));
+    let mut one = base(&common, 0.0, 1);
+    one.latency = "50ms".into();
+    one.preload = false;
+    one.rate = 2_000.0;
+    one.duration = l.duration;
+    vec![
+        titled(t, "Fan-out 500 with the simulator at 50 ms: throughput"),
+        titled(
+            l,
+            "Fan-out 500 with the simulator at 50 ms: latency at half the measured throughput",
+        ),
+        titled(
+            one,
+            "Single-recipient jobs with the simulator at 50 ms: latency at 2,000 jobs/s",
+        ),
+    ]
+}
+
+fn mix(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut m = base(c, 20_000.0 * k, 10);
+    m.common.prefetch = 64;
+    m.preload = false;
+    m.rate = 2_000.0;
+    m.mix = Mix::Errors;
+    m.invalid = 0.02;
+    m.disconnect_after = Some(Duration::from_secs_f64((4.0 * k).max(2.0)));
+    vec![titled(
+        m,
+        "Count everything: error mix, 2% invalid jobs, a forced broker disconnect",
+    )]
+}
+
+/// `rss` (a minute live at 80% of full speed), `soak` (ten minutes) and
+/// `backlog` (1,000,000 queued jobs drained).
+fn memory(name: &str, c: &Common, k: f64, fanout_rate: Option<f64>) -> Vec<RunArgs> {
+    if name == "backlog" {
+        let mut r = base(c, 1_000_000.0 * k, 1);
+        r.results = Results::Undelivered;
+        r.timeout = Duration::from_secs(600);
+        return vec![titled(
+            r,
+            "A backlog of 1,000,000 jobs: gateway memory while it drains",
+        )];
+    }
+    let mut r = base(c, 0.0, 500);
+    r.preload = false;
+    r.rate = (fanout_rate.unwrap_or(40_000.0) * 0.8 / 500.0).max(1.0);
+    if name == "soak" {
+        r.duration = Some(Duration::from_secs(600));
+        return vec![titled(
+            r,
+            "10-minute soak at 80% of full speed (fan-out 500)",
+        )];
+    }
+    r.duration = Some(Duration::from_secs_f64((60.0 * k).max(10.0)));
+    vec![titled(r, "Memory at 80% of full speed (fan-out 500, live)")]
 }
 
 /// Runs the chosen scenarios; returns the whole markdown report.
@@ -184,34 +210,46 @@ fn command_line(r: &RunArgs) -> String {
             r.jobs, r.recipients
         ),
     };
-    if r.common.realtime {
-        s.push_str(" --realtime");
+    let flags = [
+        (r.common.realtime, " --realtime".to_owned()),
+        (r.preload, " --preload".to_owned()),
+        (r.rate > 0.0, format!(" --rate {:.0}", r.rate)),
+        (
+            r.duration.is_some(),
+            format!(" --duration {}s", r.duration.unwrap_or_default().as_secs()),
+        ),
+        (r.latency != "0ms", format!(" --latency {}", r.latency)),
+        (r.mix == Mix::Errors, " --mix errors".to_owned()),
+        (r.invalid > 0.0, format!(" --invalid {}", r.invalid)),
+        (
+            r.results == Results::Undelivered,
+            " --results undelivered".to_owned(),
+        ),
+        (
+            r.disconnect_after.is_some(),
+            format!(
+                " --disconnect-after {}ms",
+                r.disconnect_after.unwrap_or_default().as_millis()
+            ),
+        ),
+    ];
+    for (on, flag) in flags {
+        if on {
+            s.push_str(&flag);
+        }
     }
-    if r.preload {
-        s.push_str(" --preload");
-    }
-    if r.rate > 0.0 {
-        let _ = write!(s, " --rate {:.0}", r.rate);
-    }
-    if let Some(d) = r.duration {
-        let _ = write!(s, " --duration {}s", d.as_secs());
-    }
-    if r.latency != "0ms" {
-        let _ = write!(s, " --latency {}", r.latency);
-    }
-    if r.mix == Mix::Errors {
-        s.push_str(" --mix errors");
-    }
-    if r.invalid > 0.0 {
-        let _ = write!(s, " --invalid {}", r.invalid);
-    }
-    if r.results == Results::Undelivered {
-        s.push_str(" --results undelivered");
-    }
-    if let Some(d) = r.disconnect_after {
-        let _ = write!(s, " --disconnect-after {}ms", d.as_millis());
-    }
-    let b: Vec<&str> = r
+    s.push_str(&baseline_flags(r));
+    let c = &r.common;
+    let _ = write!(
+        s,
+        " --connections {} --streams {} --prefetch {} --max-in-flight {}",
+        c.connections, c.streams, c.prefetch, c.max_in_flight
+    );
+    s
+}
+
+fn baseline_flags(r: &RunArgs) -> String {
+    let names: Vec<&str> = r
         .baselines
         .iter()
         .map(|b| match b {
@@ -222,27 +260,18 @@ fn command_line(r: &RunArgs) -> String {
             Baseline::None => "none",
         })
         .collect();
-    let _ = write!(
-        s,
-        " --baselines {}",
-        if b.is_empty() {
-            "none".into()
-        } else {
-            b.join(",")
-        }
-    );
+    let list = if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(",")
+    };
+    let mut s = format!(" --baselines {list}");
     if r.baselines.contains(&Baseline::H2load) {
         let _ = write!(s, " --h2load-requests {}", r.h2load_requests);
     }
     if r.baselines.contains(&Baseline::NodeApn) || r.baselines.contains(&Baseline::Aioapns) {
         let _ = write!(s, " --peer-requests {}", r.peer_requests);
     }
-    let c = &r.common;
-    let _ = write!(
-        s,
-        " --connections {} --streams {} --prefetch {} --max-in-flight {}",
-        c.connections, c.streams, c.prefetch, c.max_in_flight
-    );
     s
 }
 

@@ -23,6 +23,15 @@ fn peer_rate(r: &RunReport, name: &str) -> Option<f64> {
 
 /// Appends the summary rows of scenario `name` (report `r`, gateway `rate`).
 pub fn lines(name: &str, r: &RunReport, rate: f64, s: &mut String) {
+    let window = r.gateway.as_ref().map_or(0.0, |g| g.window_secs);
+    if window < 2.0 && name != "mix" {
+        let _ = writeln!(
+            s,
+            "| {} | measured over {window:.2} s only: too short to judge (raise --scale) | n/a |",
+            r.title
+        );
+        return;
+    }
     match name {
         "single" => single(r, rate, s),
         "fanout" => fanout(r, rate, s),
