@@ -3,7 +3,8 @@
 //! - input queues (durable, classic or quorum);
 //! - delay queues `<prefix><label>` with `x-message-ttl` and `x-dead-letter-exchange = ""`:
 //!   a retry is published to the headers exchange `retry.exchange` with the
-//!   origin input queue as routing key and `pushgate-delay: <label>`; when its
+//!   origin input queue as routing key and `pushgate-delay: <label>` (not an
+//!   `x-` header: headers exchanges ignore those when matching); when its
 //!   TTL runs out it is dead-lettered through the default exchange with that
 //!   routing key, i.e. back to the queue it came from;
 //! - the dead queue and the results topic exchange;

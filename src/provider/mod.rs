@@ -109,6 +109,19 @@ pub trait Transport: Send + Sync + 'static {
         req: http::Request<bytes::Bytes>,
     ) -> impl std::future::Future<Output = Result<Answer<Self::Conn>, Self::Error>> + Send;
 
+    /// Sends the request `make` builds, calling it again for each transparent
+    /// retry, so that the transport keeps no copy of a request it may have
+    /// to re-send (the pool's hot path). Default: one call, then `send`.
+    fn send_with<F>(
+        &self,
+        mut make: F,
+    ) -> impl std::future::Future<Output = Result<Answer<Self::Conn>, Self::Error>> + Send
+    where
+        F: FnMut() -> http::Request<bytes::Bytes> + Send,
+    {
+        self.send(make())
+    }
+
     fn retire(&self, conn: Self::Conn);
 }
 
@@ -146,16 +159,28 @@ impl Transport for H2Pool {
 
     async fn send(&self, req: http::Request<Bytes>) -> Result<Answer<ConnId>, PoolError> {
         let r = H2Pool::send(self, req).await?;
-        Ok(Answer {
-            status: r.status.as_u16(),
-            headers: r.headers,
-            body: r.body,
-            conn: r.conn_id,
-        })
+        Ok(answer(r))
+    }
+
+    async fn send_with<F>(&self, make: F) -> Result<Answer<ConnId>, PoolError>
+    where
+        F: FnMut() -> http::Request<Bytes> + Send,
+    {
+        let r = H2Pool::send_with(self, make).await?;
+        Ok(answer(r))
     }
 
     fn retire(&self, conn: ConnId) {
         H2Pool::retire(self, conn);
+    }
+}
+
+fn answer(r: h2pool::PooledResponse) -> Answer<ConnId> {
+    Answer {
+        status: r.status.as_u16(),
+        headers: r.headers,
+        body: r.body,
+        conn: r.conn_id,
     }
 }
 
@@ -168,6 +193,16 @@ impl<T: Transport> Transport for Arc<T> {
         req: http::Request<Bytes>,
     ) -> impl Future<Output = Result<Answer<T::Conn>, T::Error>> + Send {
         T::send(self, req)
+    }
+
+    fn send_with<F>(
+        &self,
+        make: F,
+    ) -> impl Future<Output = Result<Answer<T::Conn>, T::Error>> + Send
+    where
+        F: FnMut() -> http::Request<Bytes> + Send,
+    {
+        T::send_with(self, make)
     }
 
     fn retire(&self, conn: T::Conn) {

@@ -69,7 +69,7 @@
 //! debug `{"reason":"Shutdown"}`, in-flight streams finish, then close),
 //! `device_rate` (requests per token per second above which 429
 //! TooManyRequests), `client_certs`, `max_token_age`, `min_token_update`,
-//! `accept_all` (benchmark mode: cached JWT check then 200, nothing else),
+//! `accept_all` (benchmark mode: cached JWT check then 200 after `latency`, nothing else),
 //! `recent_requests`, `tls`.
 //!
 //! # FCM simulator ([`fcm`], protocols.md §4.2)

@@ -116,6 +116,10 @@ impl Signer {
 struct Current {
     /// `bearer <jwt>`, ready for the authorization header.
     bearer: Arc<str>,
+    /// The same as a header value, built once per token: cloning it per
+    /// request is a reference-count increment, not a copy and a re-check
+    /// of ~200 bytes.
+    header: http::HeaderValue,
     minted: Instant,
     iat: u64,
 }
@@ -175,6 +179,28 @@ impl TokenAuth {
         replaced.unwrap_or_else(|| self.snapshot().0)
     }
 
+    /// [`TokenAuth::bearer`] and its header value (shared, cheap to clone).
+    pub fn bearer_header(&self) -> (Arc<str>, http::HeaderValue) {
+        let bearer = self.bearer();
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&cur.bearer, &bearer) {
+            return (bearer, cur.header.clone());
+        }
+        drop(cur);
+        // Replaced between the two reads: build this token's value once.
+        let header = header_value(&bearer);
+        (bearer, header)
+    }
+
+    /// The header value of a token returned by [`TokenAuth::force_refresh`].
+    pub fn header_of(&self, bearer: &Arc<str>) -> http::HeaderValue {
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&cur.bearer, bearer) {
+            return cur.header.clone();
+        }
+        header_value(bearer)
+    }
+
     fn snapshot(&self) -> (Arc<str>, Instant) {
         let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
         (cur.bearer.clone(), cur.minted)
@@ -208,11 +234,20 @@ impl TokenAuth {
 fn mint(signer: &Signer, clock: &Clock) -> Result<Current, AuthError> {
     let iat = clock.unix();
     let jwt = signer.sign(iat)?;
+    let bearer: Arc<str> = Arc::from(format!("bearer {jwt}"));
     Ok(Current {
-        bearer: Arc::from(format!("bearer {jwt}")),
+        header: header_value(&bearer),
+        bearer,
         minted: Instant::now(),
         iat,
     })
+}
+
+/// `authorization: bearer <jwt>` as a header value backed by shared bytes.
+/// (A JWT is base64url and dots: always a valid header value.)
+fn header_value(bearer: &str) -> http::HeaderValue {
+    let bytes = bytes::Bytes::copy_from_slice(bearer.as_bytes());
+    http::HeaderValue::from_maybe_shared(bytes).unwrap_or(http::HeaderValue::from_static(""))
 }
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub struct ApnsProvider<T> {
     transport: T,
     authority: String,
     bundle: String,
+    /// `apns-topic` of the push types without a suffix (alert, background,
+    /// mdm: nearly every notification), built once.
+    bundle_topic: Option<http::HeaderValue>,
     /// `None` with certificate auth (the pool's TLS carries the client cert).
     auth: Option<TokenAuth>,
     /// The tracking key name, when tracking is on (`[tracking]`).
@@ -81,6 +84,7 @@ impl<T: Transport> ApnsProvider<T> {
             transport,
             authority: cfg.connection.endpoint.authority.clone(),
             bundle: cfg.topic.clone(),
+            bundle_topic: request::topic_value(&cfg.topic, crate::job::PushType::Alert).ok(),
             auth,
             tracking: None,
         })
@@ -101,23 +105,32 @@ impl<T: Transport> ApnsProvider<T> {
         let Some(token) = msg.token() else {
             return Outcome::local(Code::BadDeviceToken, "the recipient has no device token");
         };
+        let suffixless = request::topic_suffix(msg.job.push_type).is_empty();
         let target = request::Target {
             bundle: &self.bundle,
             token,
             apns_id: msg.id,
             now_unix: Clock::System.unix(),
             tracking: self.tracking.as_deref(),
+            topic: self.bundle_topic.as_ref().filter(|_| suffixless),
         };
-        let built = match request::build(msg.job, msg.rendered, target) {
-            Ok(b) => b,
+        let build = || request::build(msg.job, msg.rendered, target);
+        let mut built = match build() {
+            Ok(b) => Some(b),
             Err(refused) => return Outcome::local(refused.code, refused.reason),
         };
         let started = Instant::now();
-        let mut bearer = self.auth.as_ref().map(TokenAuth::bearer);
+        let mut bearer = self.auth.as_ref().map(TokenAuth::bearer_header);
         let mut retried = false;
         loop {
-            let req = built.to_request(bearer.as_deref());
-            let answer = match self.transport.send(req).await {
+            let value = bearer.as_ref().map(|(_, v)| v.clone());
+            // The first attempt moves the built request in; a (rare) retry
+            // of the pool or of ours builds it again: same inputs, same request.
+            let make = || {
+                let b = built.take().or_else(|| build().ok());
+                b.map(|b| b.into_request(value.clone())).unwrap_or_default()
+            };
+            let answer = match self.transport.send_with(make).await {
                 Ok(a) => a,
                 Err(e) => return transport_failure(&e, started.elapsed()),
             };
@@ -125,8 +138,9 @@ impl<T: Transport> ApnsProvider<T> {
                 Next::Done(outcome) => return outcome,
                 Next::Retry { refresh } => {
                     self.transport.retire(answer.conn);
-                    if let (true, Some(auth), Some(seen)) = (refresh, &self.auth, &bearer) {
-                        bearer = Some(auth.force_refresh(seen));
+                    if let (true, Some(auth), Some((seen, _))) = (refresh, &self.auth, &bearer) {
+                        let fresh = auth.force_refresh(seen);
+                        bearer = Some((fresh.clone(), auth.header_of(&fresh)));
                     }
                     retried = true;
                 }

@@ -1,4 +1,11 @@
 //! Builds the APNs HTTP/2 request (path, headers, JSON payload) for one notification; pure.
+//!
+//! Hot path (one call per notification): the payload is written into a
+//! buffer sized up front, the header map is sized for every header the
+//! request can carry (authorization included, so it never regrows), the
+//! topic and authorization values come pre-built from the provider (shared
+//! bytes: cloning is a reference count), and [`Built::into_request`] moves
+//! everything into the request without a copy.
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -153,7 +160,12 @@ pub fn payload(job: &Job, rendered: &Rendered<'_>, tracking: Option<TrackingKey<
         .map(|o| &o.payload)
         .filter(|m| !m.is_empty());
     if overrides.is_none() && clash.is_none() {
-        return serde_json::to_vec(&p).unwrap_or_default();
+        // Sized for a typical alert, so the writer does not regrow it.
+        let mut out = Vec::with_capacity(PAYLOAD_CAPACITY);
+        return match serde_json::to_writer(&mut out, &p) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        };
     }
     let mut v = serde_json::to_value(&p).unwrap_or_default();
     if let (Some(t), Some(map)) = (clash, v.as_object_mut()) {
@@ -164,6 +176,13 @@ pub fn payload(job: &Job, rendered: &Rendered<'_>, tracking: Option<TrackingKey<
     }
     serde_json::to_vec(&v).unwrap_or_default()
 }
+
+/// Initial payload buffer: most alert payloads fit.
+const PAYLOAD_CAPACITY: usize = 256;
+
+/// Header slots reserved per request: the seven `apns-*`/content-type
+/// headers, authorization, and room for a few `apns.headers` overrides.
+const HEADER_CAPACITY: usize = 12;
 
 /// Everything about one APNs notification except the authorization header.
 #[derive(Debug, Clone)]
@@ -188,6 +207,21 @@ impl Built {
         }
         req
     }
+
+    /// The request, moving path, headers and body in (no copy), with
+    /// `authorization` when token auth is used.
+    pub fn into_request(self, bearer: Option<HeaderValue>) -> Request<Bytes> {
+        let mut req = Request::new(self.body);
+        *req.method_mut() = Method::POST;
+        if let Ok(uri) = http::Uri::from_maybe_shared(Bytes::from(self.path)) {
+            *req.uri_mut() = uri;
+        }
+        *req.headers_mut() = self.headers;
+        if let Some(v) = bearer {
+            req.headers_mut().insert(http::header::AUTHORIZATION, v);
+        }
+        req
+    }
 }
 
 /// What [`build`] needs besides the job.
@@ -201,6 +235,9 @@ pub struct Target<'a> {
     pub now_unix: u64,
     /// The tracking key name when tracking is on (the value is `apns_id` and the campaign).
     pub tracking: Option<&'a str>,
+    /// The `apns-topic` value for the job's push type, pre-built by the
+    /// provider; `None`: built here from `bundle`.
+    pub topic: Option<&'a HeaderValue>,
 }
 
 /// Builds path, headers and payload, and checks the final payload size.
@@ -223,24 +260,27 @@ pub fn build(job: &Job, rendered: &Rendered<'_>, t: Target<'_>) -> Result<Built,
         });
     }
     let headers = headers(job, t)?;
+    let mut path = String::with_capacity(10 + t.token.len());
+    path.push_str("/3/device/");
+    path.push_str(t.token);
     Ok(Built {
-        path: format!("/3/device/{}", t.token),
+        path,
         headers,
         body: Bytes::from(body),
     })
 }
 
 fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
-    let mut h = HeaderMap::with_capacity(8);
+    let mut h = HeaderMap::with_capacity(HEADER_CAPACITY);
     let bad = |what: &str| Refused {
         code: Code::InvalidPayload,
         reason: format!("{what} is not a valid header value"),
     };
-    let topic = format!("{}{}", t.bundle, topic_suffix(job.push_type));
-    h.insert(
-        HeaderName::from_static("apns-topic"),
-        HeaderValue::from_str(&topic).map_err(|_| bad("apns-topic"))?,
-    );
+    let topic = match t.topic {
+        Some(v) => v.clone(),
+        None => topic_value(t.bundle, job.push_type).map_err(|_| bad("apns-topic"))?,
+    };
+    h.insert(HeaderName::from_static("apns-topic"), topic);
     h.insert(
         HeaderName::from_static("apns-push-type"),
         HeaderValue::from_static(push_type_str(job.push_type)),
@@ -261,10 +301,11 @@ fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
             HeaderValue::from_str(c).map_err(|_| bad("collapse_key"))?,
         );
     }
-    h.insert(
-        HeaderName::from_static("apns-id"),
-        HeaderValue::from_str(t.apns_id).map_err(|_| bad("apns-id"))?,
-    );
+    // Unique per request: sent never-indexed (HPACK), so that it does not
+    // push the headers every request repeats out of the dynamic table.
+    let mut id = HeaderValue::from_str(t.apns_id).map_err(|_| bad("apns-id"))?;
+    id.set_sensitive(true);
+    h.insert(HeaderName::from_static("apns-id"), id);
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (k, v) in job.apns.iter().flat_map(|o| o.headers.iter()) {
         let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -272,6 +313,15 @@ fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
         h.insert(name, HeaderValue::from_str(v).map_err(|_| bad(k))?);
     }
     Ok(h)
+}
+
+/// The `apns-topic` value for `push_type`: the bundle plus the type's suffix.
+pub fn topic_value(
+    bundle: &str,
+    push_type: PushType,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let topic = format!("{bundle}{}", topic_suffix(push_type));
+    HeaderValue::from_maybe_shared(Bytes::from(topic))
 }
 
 #[cfg(test)]
@@ -301,6 +351,7 @@ mod tests {
             apns_id: "123e4567-e89b-12d3-a456-426614174000",
             now_unix: 1_000_000,
             tracking: None,
+            topic: None,
         }
     }
 
@@ -335,6 +386,26 @@ mod tests {
         assert_eq!(req.uri(), "/3/device/abcd");
         assert_eq!(req.headers()["authorization"], "bearer x");
         assert!(b.to_request(None).headers().get("authorization").is_none());
+        let moved = b
+            .clone()
+            .into_request(Some(HeaderValue::from_static("bearer x")));
+        assert_eq!(moved.uri(), req.uri());
+        assert_eq!(moved.method(), req.method());
+        assert_eq!(moved.headers(), req.headers());
+        assert_eq!(moved.body(), req.body());
+        assert!(moved.headers()["apns-id"].is_sensitive(), "never indexed");
+    }
+
+    #[test]
+    fn a_prebuilt_topic_is_sent_as_is() {
+        let j = job();
+        let v = topic_value("com.example.shop", PushType::Voip).unwrap();
+        let t = Target {
+            topic: Some(&v),
+            ..target()
+        };
+        let b = build(&j, &texts(&j), t).unwrap();
+        assert_eq!(header(&b, "apns-topic"), Some("com.example.shop.voip"));
     }
 
     #[test]

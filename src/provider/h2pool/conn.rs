@@ -1,4 +1,5 @@
-//! One pooled connection: its stream accounting, how it is opened, driven, drained and replaced.
+//! One pooled connection: its stream accounting, how it is opened, driven
+//! (with keepalive PINGs), drained and replaced.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -8,9 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use h2::client::SendRequest;
+use h2::{Ping, PingPong};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::client::TlsStream;
@@ -19,8 +19,8 @@ use super::shared::{Shared, SlotState};
 use super::ConnId;
 use crate::provider::tls::ALPN_H2;
 
-pub(super) type Sender = http2::SendRequest<Full<Bytes>>;
-type Connection = http2::Connection<TokioIo<TlsStream<TcpStream>>, Full<Bytes>, TokioExecutor>;
+pub(super) type Sender = SendRequest<Bytes>;
+type Connection = h2::client::Connection<TlsStream<TcpStream>, Bytes>;
 
 /// First reconnect delay after a failed connect; doubles per failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -36,7 +36,7 @@ pub(super) struct Conn {
     sender: Sender,
     /// Streams reserved by the pool on this connection (picked, not yet released).
     in_flight: AtomicUsize,
-    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as last read from hyper.
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as last read from h2.
     max_streams: AtomicUsize,
     /// Until a first response arrives, only one stream is used (APNs token auth).
     got_response: AtomicBool,
@@ -59,6 +59,13 @@ impl Conn {
         }
     }
 
+    /// Whether the caller's reserved stream is the only one: the connection
+    /// was idle, and the peer may have closed it without the driver having
+    /// run since. (A busy connection's driver runs all the time.)
+    pub(super) fn idle(&self) -> bool {
+        self.in_flight.load(Relaxed) <= 1
+    }
+
     /// The number of streams this connection may carry right now.
     pub(super) fn limit(&self) -> usize {
         if self.got_response.load(Relaxed) {
@@ -72,9 +79,11 @@ impl Conn {
         self.in_flight.load(SeqCst)
     }
 
-    /// Whether new requests may be placed here.
+    /// Whether new requests may be placed here. A connection that ended is
+    /// marked draining by its driver; a request that races the end fails
+    /// before anything is sent and is retried on another connection.
     pub(super) fn usable(&self) -> bool {
-        !self.draining.load(Relaxed) && !self.sender.is_closed()
+        !self.draining.load(Relaxed)
     }
 
     /// Reserves one stream if the connection has a free one.
@@ -96,7 +105,8 @@ impl Conn {
         }
     }
 
-    /// A handle to send one request (cheap: hyper's sender is a channel handle).
+    /// A handle to send one request (cheap: reference-counted handles to the
+    /// connection's shared stream state).
     pub(super) fn sender(&self) -> Sender {
         self.sender.clone()
     }
@@ -201,19 +211,23 @@ async fn connect(shared: &Shared) -> Result<(Sender, Connection), String> {
     }
     shared
         .builder
-        .handshake(TokioIo::new(tls))
+        .handshake(tls)
         .await
         .map_err(|e| format!("HTTP/2 handshake with {}: {e}", endpoint.authority))
 }
 
 /// Drives an open connection until it ends or must be drained; returns the
 /// connection future if it is still running (so in-flight requests finish).
+/// A PING unanswered within `keepalive_timeout` ends it like a failure.
 async fn serve(
     shared: &Shared,
     conn: &Conn,
     mut connection: Connection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Connection> {
+    let ping = connection.ping_pong();
+    let keepalive = keepalive(ping, shared.keepalive);
+    tokio::pin!(keepalive);
     loop {
         tokio::select! {
             ended = poll_fn(|cx| poll_watch(shared, conn, &mut connection, cx)) => {
@@ -239,17 +253,44 @@ async fn serve(
                 conn.draining.store(true, SeqCst);
                 return Some(connection);
             }
+            why = &mut keepalive => {
+                tracing::warn!(pool = shared.label, conn = conn.id.0, reason = why, "keepalive failed; replacing the connection");
+                conn.draining.store(true, SeqCst);
+                return None;
+            }
         }
     }
 }
 
-/// Polls hyper's connection task and republishes the peer's current stream limit.
+/// PINGs every `interval` (when set) and resolves when one is not answered
+/// within `timeout`, or the connection can no longer send PINGs.
+async fn keepalive(
+    ping: Option<PingPong>,
+    (interval, timeout): (Duration, Duration),
+) -> &'static str {
+    let Some(mut ping) = ping.filter(|_| !interval.is_zero()) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        if ping.send_ping(Ping::opaque()).is_err() {
+            return "cannot send a PING";
+        }
+        match tokio::time::timeout(timeout, poll_fn(|cx| ping.poll_pong(cx))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return "PING failed",
+            Err(_) => return "PING not answered in time",
+        }
+    }
+}
+
+/// Polls the h2 connection and republishes the peer's current stream limit.
 fn poll_watch(
     shared: &Shared,
     conn: &Conn,
     connection: &mut Connection,
     cx: &mut Context<'_>,
-) -> Poll<hyper::Result<()>> {
+) -> Poll<Result<(), h2::Error>> {
     let polled = Pin::new(&mut *connection).poll(cx);
     if polled.is_pending() {
         refresh_limit(shared, conn, connection);
@@ -259,7 +300,7 @@ fn poll_watch(
 
 /// Reads the live SETTINGS_MAX_CONCURRENT_STREAMS; wakes waiters when it grew.
 fn refresh_limit(shared: &Shared, conn: &Conn, connection: &Connection) {
-    let live = connection.current_max_send_streams();
+    let live = connection.max_concurrent_send_streams();
     let before = conn.max_streams.load(Relaxed);
     if live != before {
         conn.max_streams.store(live, Relaxed);
@@ -270,7 +311,7 @@ fn refresh_limit(shared: &Shared, conn: &Conn, connection: &Connection) {
 }
 
 /// Waits for a drained connection's reserved streams to finish, then drops
-/// it: hyper closes the HTTP/2 connection once no stream is left.
+/// it (closing the HTTP/2 connection).
 async fn drain(shared: Arc<Shared>, conn: Arc<Conn>, connection: Option<Connection>) {
     shared.draining.fetch_add(1, Relaxed);
     let mut connection = connection;

@@ -1,6 +1,5 @@
-//! What a pooled request can fail with, and which hyper/h2 failures are safe to retry.
+//! What a pooled request can fail with, and which h2 failures are safe to retry.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 /// Why [`super::H2Pool::send`] gave no response.
@@ -30,7 +29,7 @@ pub enum PoolError {
         label: &'static str,
         attempts: u32,
         #[source]
-        last: hyper::Error,
+        last: h2::Error,
     },
     /// The connection or stream failed while the request was in flight: the
     /// server may have processed it.
@@ -38,7 +37,7 @@ pub enum PoolError {
     Transport {
         label: &'static str,
         #[source]
-        source: hyper::Error,
+        source: h2::Error,
     },
     /// The response head arrived but its body could not be read (reset, too large).
     #[error("{label}: reading the response body: {reason}")]
@@ -91,41 +90,30 @@ pub(super) struct Failure {
     pub connection_level: bool,
 }
 
-/// Classifies a hyper client error (RFC 9113 sections 6.8 and 8.7).
+/// Classifies an h2 error of a request that was sent (RFC 9113 sections 6.8
+/// and 8.7). Errors before sending (the connection closing or gone) never
+/// get here: the pool retries those itself.
 ///
-/// - hyper "canceled" / user errors: the request never left this process
-///   (connection not ready, dispatcher closed after GOAWAY).
 /// - a GOAWAY received from the peer attached to this stream: its id is above
 ///   the GOAWAY's last-stream-id (h2 only fails those), so it was not processed.
 /// - RST_STREAM(REFUSED_STREAM) from the peer: not processed, stream-level only.
-/// - anything else (I/O error, broken pipe, keepalive timeout, other resets):
-///   the request may have been processed.
-pub(super) fn classify(err: &hyper::Error) -> Failure {
-    if err.is_canceled() || err.is_user() || err.is_closed() {
+/// - anything else (I/O error, broken pipe, other resets, a local protocol
+///   error): the request may have been processed.
+pub(super) fn classify(err: &h2::Error) -> Failure {
+    if err.is_go_away() && err.is_remote() {
         return Failure {
             unprocessed: true,
             connection_level: true,
         };
     }
-    let h2 = err
-        .source()
-        .and_then(|source| source.downcast_ref::<h2::Error>());
-    match h2 {
-        Some(e) if e.is_go_away() && e.is_remote() => Failure {
-            unprocessed: true,
-            connection_level: true,
-        },
-        Some(e) if e.is_reset() && e.is_remote() => Failure {
-            unprocessed: e.reason() == Some(h2::Reason::REFUSED_STREAM),
+    if err.is_reset() {
+        return Failure {
+            unprocessed: err.is_remote() && err.reason() == Some(h2::Reason::REFUSED_STREAM),
             connection_level: false,
-        },
-        Some(e) if e.is_reset() => Failure {
-            unprocessed: false,
-            connection_level: false,
-        },
-        _ => Failure {
-            unprocessed: false,
-            connection_level: true,
-        },
+        };
+    }
+    Failure {
+        unprocessed: false,
+        connection_level: true,
     }
 }

@@ -1,7 +1,7 @@
 //! Pooled, long-lived HTTP/2 client connections to one endpoint.
 //!
-//! [`H2Pool`] keeps `connections` TLS HTTP/2 connections (hyper's
-//! `client::conn::http2`, rustls, ALPN h2) open to one endpoint. They are
+//! [`H2Pool`] keeps `connections` TLS HTTP/2 connections (the `h2` crate's
+//! client, rustls, ALPN h2) open to one endpoint. They are
 //! opened eagerly by [`H2Pool::new`], one supervisor task per slot, and
 //! replaced when they die (exponential backoff with jitter after failed
 //! connects). Each connection carries at most the peer's current
@@ -30,9 +30,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::Full;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::sync::{watch, Notify};
@@ -131,7 +128,8 @@ impl H2Pool {
             server_name: ServerName::try_from(cfg.endpoint.host.clone())
                 .map_err(|e| format!("endpoint host {:?}: {e}", cfg.endpoint.host)),
             tls: TlsConnector::from(tls),
-            builder: h2_builder(cfg),
+            builder: h2_builder(),
+            keepalive: (cfg.keepalive_interval, cfg.keepalive_timeout),
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
             conns: RwLock::new(vec![None; slots]),
@@ -161,18 +159,32 @@ impl H2Pool {
     ///
     /// The request URI is a path (and query); the pool sets scheme `https`
     /// and the endpoint's authority. Requests the server did not process are
-    /// re-sent on another connection (at most [`MAX_ATTEMPTS`] in all).
+    /// re-sent on another connection (at most [`MAX_ATTEMPTS`] in all); a
+    /// copy is kept for that ([`H2Pool::send_with`] avoids the copy).
     pub async fn send(&self, req: Request<Bytes>) -> Result<PooledResponse, PoolError> {
+        let (parts, body) = req.into_parts();
+        self.send_with(move || Request::from_parts(parts.clone(), body.clone()))
+            .await
+    }
+
+    /// As [`H2Pool::send`], with the request built by `make`, called once
+    /// per attempt: nothing is copied for retries that rarely happen.
+    pub async fn send_with<F>(&self, mut make: F) -> Result<PooledResponse, PoolError>
+    where
+        F: FnMut() -> Request<Bytes>,
+    {
         let shared = &*self.shared;
         let deadline = Instant::now() + shared.request_timeout;
-        let (mut parts, body) = req.into_parts();
-        parts.uri = shared.absolute_uri(parts.uri)?;
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let (mut parts, body) = make().into_parts();
+            parts.uri = shared.absolute_uri(parts.uri)?;
             let stream = shared.acquire(deadline).await?;
-            let req = Request::from_parts(parts.clone(), Full::new(body.clone()));
-            match stream.exchange(req, deadline).await {
+            match stream
+                .exchange(Request::from_parts(parts, ()), body, deadline)
+                .await
+            {
                 Ok(result) => return result,
                 Err(last) if attempts >= MAX_ATTEMPTS => {
                     return Err(PoolError::Refused {
@@ -267,17 +279,9 @@ impl fmt::Debug for H2Pool {
     }
 }
 
-fn h2_builder(cfg: &ConnectionConfig) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        // Never burst on a fresh connection: the peer's SETTINGS decide.
-        .initial_max_send_streams(1);
-    if !cfg.keepalive_interval.is_zero() {
-        builder
-            .keep_alive_interval(cfg.keepalive_interval)
-            .keep_alive_timeout(cfg.keepalive_timeout)
-            .keep_alive_while_idle(true);
-    }
+fn h2_builder() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    // Never burst on a fresh connection: the peer's SETTINGS decide.
+    builder.initial_max_send_streams(1);
     builder
 }

@@ -4,12 +4,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use h2::RecvStream;
 use http::uri::{Authority, Scheme};
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http2;
-use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::ServerName;
 use tokio::sync::{watch, Notify};
 use tokio::time::{timeout_at, Instant};
@@ -36,7 +34,9 @@ pub(super) struct Shared {
     pub(super) authority: Option<Authority>,
     pub(super) server_name: Result<ServerName<'static>, String>,
     pub(super) tls: TlsConnector,
-    pub(super) builder: http2::Builder<TokioExecutor>,
+    pub(super) builder: h2::client::Builder,
+    /// PING interval and answer deadline (zero interval: no PINGs).
+    pub(super) keepalive: (Duration, Duration),
     pub(super) connect_timeout: Duration,
     pub(super) request_timeout: Duration,
     /// The open connection of each slot.
@@ -207,19 +207,29 @@ pub(super) struct Stream<'a> {
 
 impl Stream<'_> {
     /// One attempt. `Err`: the server did not process it, try again.
+    ///
+    /// The request goes straight to h2 from the caller's task: HEADERS and
+    /// the body's one DATA frame are queued on the connection without a
+    /// task or channel per request.
     pub(super) async fn exchange(
         self,
-        req: Request<Full<Bytes>>,
+        req: Request<()>,
+        body: Bytes,
         deadline: Instant,
-    ) -> Result<Result<PooledResponse, PoolError>, hyper::Error> {
+    ) -> Result<Result<PooledResponse, PoolError>, h2::Error> {
         let label = self.shared.label;
-        let timeout = PoolError::Timeout {
+        let timeout = |sent| PoolError::Timeout {
             label,
             after: self.shared.request_timeout,
-            sent: true,
+            sent,
         };
-        let response = match timeout_at(deadline, self.conn.sender().send_request(req)).await {
-            Err(_) => return Ok(Err(timeout)),
+        let response = match timeout_at(deadline, self.start(req, body)).await {
+            Err(_) => return Ok(Err(timeout(false))),
+            Ok(Err(unsent)) => return Err(unsent),
+            Ok(Ok(response)) => response,
+        };
+        let response = match timeout_at(deadline, response).await {
+            Err(_) => return Ok(Err(timeout(true))),
             Ok(Ok(response)) => response,
             Ok(Err(source)) => {
                 let failure = error::classify(&source);
@@ -234,14 +244,10 @@ impl Stream<'_> {
         };
         self.conn.on_response();
         let (head, body) = response.into_parts();
-        let body = match timeout_at(deadline, Limited::new(body, MAX_RESPONSE_BODY).collect()).await
-        {
-            Err(_) => return Ok(Err(timeout)),
-            Ok(Err(e)) => {
-                let reason = e.to_string();
-                return Ok(Err(PoolError::Body { label, reason }));
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
+        let body = match timeout_at(deadline, read_body(body)).await {
+            Err(_) => return Ok(Err(timeout(true))),
+            Ok(Err(reason)) => return Ok(Err(PoolError::Body { label, reason })),
+            Ok(Ok(body)) => body,
         };
         Ok(Ok(PooledResponse {
             status: head.status,
@@ -250,6 +256,54 @@ impl Stream<'_> {
             conn_id: self.conn.id,
         }))
     }
+
+    /// Opens the stream and queues the body. An error here means nothing
+    /// was sent (the connection is closing or gone): drain it and retry.
+    async fn start(
+        &self,
+        req: Request<()>,
+        body: Bytes,
+    ) -> Result<h2::client::ResponseFuture, h2::Error> {
+        if self.conn.idle() {
+            // One scheduler turn first, so that the driver of an idle
+            // connection reads a close by the peer before this request goes
+            // on it (the request then fails unsent and is retried elsewhere).
+            // A busy connection's driver is running anyway: no cost under load.
+            tokio::task::yield_now().await;
+        }
+        let started = async {
+            let mut sender = self.conn.sender().ready().await?;
+            let end = body.is_empty();
+            let (response, mut stream) = sender.send_request(req, end)?;
+            if !end {
+                stream.send_data(body, true)?;
+            }
+            Ok(response)
+        };
+        let result = started.await;
+        if result.is_err() {
+            self.conn.drain();
+        }
+        result
+    }
+}
+
+/// Collects a response body (at most [`MAX_RESPONSE_BODY`] bytes), giving
+/// the flow-control window back as it goes.
+async fn read_body(mut body: RecvStream) -> Result<Bytes, String> {
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let mut out = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if out.len() + chunk.len() > MAX_RESPONSE_BODY {
+            return Err(format!("response body over {MAX_RESPONSE_BODY} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 impl Drop for Stream<'_> {

@@ -93,8 +93,8 @@ pub struct ApnsSimOptions {
     /// A new token on a connection sooner than this after the previous one:
     /// 429 TooManyProviderTokenUpdates (APNs: 20 min).
     pub min_token_update: Duration,
-    /// Benchmark mode: only the (cached) JWT check, then 200; no header
-    /// checks, scripts, faults or request log.
+    /// Benchmark mode: only the (cached) JWT check, then 200 (after
+    /// `latency`); no header checks, scripts, faults or request log.
     pub accept_all: bool,
     /// How many received requests `SimStats::recent` keeps.
     pub recent_requests: usize,
@@ -174,10 +174,12 @@ impl Handler for ApnsSim {
             .get("apns-id")
             .and_then(|v| v.to_str().ok())
             .map_or_else(uuid_v4, str::to_owned);
+        // Latency applies in accept-all (benchmark) mode too: the load test
+        // measures the gateway against a slow provider with it.
+        self.opts.latency.wait().await;
         let outcome = if self.opts.accept_all {
             self.authenticate(&req, &conn)
         } else {
-            self.opts.latency.wait().await;
             self.decide(&req, &conn)
         };
         if let Some(n) = self.opts.goaway_every {

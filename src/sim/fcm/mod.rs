@@ -131,9 +131,8 @@ impl Handler for FcmSim {
     }
 
     async fn handle(self: Arc<Self>, req: SimRequest, conn: Arc<ConnCtx<()>>) -> SimReply {
-        if !self.opts.accept_all {
-            self.opts.latency.wait().await;
-        }
+        // Also in accept-all (benchmark) mode: a slow provider for the load test.
+        self.opts.latency.wait().await;
         if let Some(n) = self.opts.goaway_every {
             if conn.count_request() == n {
                 conn.go_away(Bytes::from_static(b"max_age"));

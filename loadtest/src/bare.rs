@@ -1,0 +1,105 @@
+//! The broker baseline: a bare lapin consumer that acks as fast as it can,
+//! with the gateway's prefetch and ack batching, on a queue of the same
+//! shape holding the same messages.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+
+use crate::broker::{self, Names};
+use crate::jobs::Plan;
+use crate::tracker::PublishTimes;
+
+/// Ack batch of the gateway for a prefetch (see `pushgate::ingest::acks`):
+/// one `multiple=true` ack per quarter of the prefetch window.
+pub fn ack_batch(prefetch: u16) -> u64 {
+    u64::from(prefetch / 4).max(1)
+}
+
+/// What the baseline measured.
+#[derive(Debug, Clone, Copy)]
+pub struct BareResult {
+    pub messages: u64,
+    pub secs: f64,
+    pub ack_frames: u64,
+    /// The broker's CPU while the consumer ran, in cores.
+    pub broker_cores: Option<f64>,
+}
+
+impl BareResult {
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// Preloads the run's jobs into the bare queue, then consumes them all.
+pub async fn run(
+    url: &str,
+    names: &Names,
+    plan: &Plan,
+    prefetch: u16,
+) -> anyhow::Result<BareResult> {
+    let conn = broker::connect(url, &format!("{}-bare", names.connection)).await?;
+    let ch = conn.create_channel().await?;
+    broker::declare_input(&ch, &names.bare).await?;
+    let times = PublishTimes::new(0, Instant::now());
+    let done = AtomicU64::new(0);
+    let publisher = conn.create_channel().await?;
+    broker::publish(&publisher, &names.bare, plan, 0.0, &times, &done).await?;
+    let broker = crate::procstat::find_by_name("beam.smp");
+    let before = broker.and_then(crate::procstat::sample);
+    let mut result = consume(&ch, &names.bare, plan.jobs, prefetch).await;
+    let after = broker.and_then(crate::procstat::sample);
+    if let (Ok(r), Some(a), Some(b)) = (result.as_mut(), before, after) {
+        let secs = b.at.duration_since(a.at).as_secs_f64();
+        r.broker_cores = (secs > 0.0).then(|| (b.cpu_secs - a.cpu_secs) / secs);
+    }
+    let _ = conn.close(200, "bare baseline done".into()).await;
+    result
+}
+
+async fn consume(
+    ch: &lapin::Channel,
+    queue: &str,
+    total: u64,
+    prefetch: u16,
+) -> anyhow::Result<BareResult> {
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "loadtest-bare".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let batch = ack_batch(prefetch);
+    let (mut got, mut frames, mut unacked) = (0u64, 0u64, 0u64);
+    let mut first = None;
+    while got < total {
+        let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
+        let delivery = next
+            .context("bare consumer: no message for 30 s")?
+            .context("bare consumer: stream ended")??;
+        first.get_or_insert_with(Instant::now);
+        got += 1;
+        unacked += 1;
+        if unacked >= batch || got == total {
+            let opts = BasicAckOptions { multiple: true };
+            ch.basic_ack(delivery.delivery_tag, opts).await?;
+            frames += 1;
+            unacked = 0;
+        }
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    Ok(BareResult {
+        messages: got,
+        secs,
+        ack_frames: frames,
+        broker_cores: None,
+    })
+}

@@ -1,0 +1,202 @@
+//! Command-line arguments of `loadtest`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", about = "pushgate load test and baselines", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// One scenario end to end: publish jobs to RabbitMQ, run the gateway
+    /// (`pushgate run`) against the APNs simulator, read every result, and
+    /// measure the baselines in the same run.
+    Run(RunArgs),
+    /// The scenarios of docs/benchmarks.md in one go, one markdown report.
+    Suite(SuiteArgs),
+    /// The APNs provider alone (no broker) against a running simulator.
+    Apns(ApnsArgs),
+    /// Print a dev provider JWT (for h2load by hand).
+    Jwt {
+        #[arg(long, default_value = "config/dev/apns-dev.p8")]
+        key: PathBuf,
+    },
+}
+
+/// Which result entries the gateway publishes (`amqp.results_undelivered_only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Results {
+    /// One entry per recipient (the full contract; every result is checked).
+    All,
+    /// Only recipients that were not delivered (fewer publishes; completeness
+    /// is then checked on the queues only).
+    Undelivered,
+}
+
+/// Which tokens the jobs carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mix {
+    /// Every token is valid; the simulator runs in accept-all (benchmark) mode.
+    Ok,
+    /// Scripted tokens: 4% uninstalled (410), 2% malformed (400), 2% 503 on
+    /// the first try (one retry); the simulator runs its full checks.
+    Errors,
+}
+
+/// A baseline measured in the same run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Baseline {
+    /// A bare lapin consumer on the same queue shape, prefetch and ack batching.
+    Bare,
+    /// h2load (nghttp2-client) against the same simulator.
+    H2load,
+    /// @parse/node-apn against the same simulator.
+    NodeApn,
+    /// aioapns (PyPI) against the same simulator.
+    Aioapns,
+    /// No baseline.
+    None,
+}
+
+/// What every scenario shares: where things are and how the gateway is set up.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// The pushgate binary (default: next to this one, else `pushgate` on PATH).
+    #[arg(long)]
+    pub pushgate: Option<PathBuf>,
+    /// Attach to a running APNs simulator (accept-all for `--mix ok`) instead
+    /// of starting `pushgate simulate`.
+    #[arg(long)]
+    pub sim_addr: Option<SocketAddr>,
+    /// With --sim-addr: its process id, to report its CPU.
+    #[arg(long)]
+    pub sim_pid: Option<u32>,
+    /// The repository root (config/dev/ keys, loadtest/peers/ drivers).
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// HTTP/2 connections of the gateway's APNs pool (and of every baseline client).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Streams per connection for h2load and the peers' concurrency (per connection).
+    #[arg(long, default_value_t = 100)]
+    pub streams: usize,
+    /// Prefetch of the gateway's input queue (and of the bare consumer).
+    #[arg(long, default_value_t = 256)]
+    pub prefetch: u16,
+    /// The gateway's `daemon.max_in_flight`.
+    #[arg(long, default_value_t = 4000)]
+    pub max_in_flight: usize,
+    /// Run the load test and every process it starts (gateway, simulator,
+    /// baselines) under SCHED_RR: on a machine shared with builds, the
+    /// scheduler's wake-up latency otherwise dominates every round trip
+    /// (h2load alone measured 8,000 req/s under CFS and 79,000 under
+    /// SCHED_RR, same load). Needs root (CAP_SYS_NICE).
+    #[arg(long)]
+    pub realtime: bool,
+    /// With --realtime: the broker (beam.smp) too, for the run only (its
+    /// policy is restored at the end).
+    #[arg(long)]
+    pub realtime_broker: bool,
+    /// Keep the run's queues and the gateway's config and log (for debugging).
+    #[arg(long)]
+    pub keep: bool,
+    /// Write the markdown report here as well as to stdout.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Jobs to publish.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: u64,
+    /// Recipients per job (1 = single-recipient jobs; 500 = a fan-out batch).
+    #[arg(long, default_value_t = 1)]
+    pub recipients: usize,
+    /// Jobs per second; 0 = as fast as the broker takes them.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// With --rate: publish for this long (sets --jobs to rate x duration).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Publish every job before the gateway starts (a backlog): measures
+    /// consumption alone; latency is then queue time and is not reported.
+    #[arg(long)]
+    pub preload: bool,
+    /// Simulator answer delay, e.g. `50ms` or `5ms..20ms`.
+    #[arg(long, default_value = "0ms")]
+    pub latency: String,
+    #[arg(long, value_enum, default_value_t = Mix::Ok)]
+    pub mix: Mix,
+    /// Share of invalid jobs (half not JSON, half an unknown app), dead-lettered.
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid: f64,
+    #[arg(long, value_enum, default_value_t = Results::All)]
+    pub results: Results,
+    /// Force-close the gateway's broker connection this long after the start
+    /// (rabbitmqctl close_connection); redeliveries and duplicates are reported.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub disconnect_after: Option<Duration>,
+    /// Baselines to measure in the same run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bare,h2load")]
+    pub baselines: Vec<Baseline>,
+    /// Requests h2load sends.
+    #[arg(long, default_value_t = 300_000)]
+    pub h2load_requests: u64,
+    /// Requests each peer client sends (node-apn, aioapns).
+    #[arg(long, default_value_t = 100_000)]
+    pub peer_requests: u64,
+    /// Give up waiting for results this long after the last publish.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    pub timeout: Duration,
+    /// Record a CPU profile of the gateway over the run into this file
+    /// (`perf record -e cpu-clock --call-graph dwarf`; read it with `perf report -i FILE`).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// A title for the report section.
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SuiteArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Scale every scenario's job count (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Only these scenarios (comma-separated): single, fanout, peers, latency, mix.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApnsArgs {
+    #[arg(long, default_value = "config/dev.toml")]
+    pub config: PathBuf,
+    #[arg(long, default_value = "shop")]
+    pub app: String,
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: usize,
+    #[arg(long, default_value_t = 400)]
+    pub concurrency: usize,
+    /// Recipients per job: the provider is called for each recipient of one
+    /// job (the fan-out shape: shared job, per-recipient request).
+    #[arg(long, default_value_t = 1)]
+    pub recipients: usize,
+}

@@ -1,0 +1,367 @@
+//! The markdown report of a run: the gateway's figures, the baselines
+//! beside them with ratios, and the count-everything check.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::bare::BareResult;
+use crate::gateway::GatewayRun;
+use crate::peers::PeerResult;
+use crate::procstat::Usage;
+use crate::tracker::percentiles;
+
+/// Everything one run produced.
+#[derive(Debug)]
+pub struct RunReport {
+    pub title: String,
+    pub command: String,
+    pub cores: usize,
+    pub load_start: f64,
+    pub load_end: f64,
+    pub jobs: u64,
+    pub recipients: usize,
+    pub preload: bool,
+    pub latency: String,
+    pub settings: String,
+    pub connections: usize,
+    pub max_in_flight: usize,
+    pub gateway: Option<GatewayRun>,
+    pub gateway_error: Option<String>,
+    pub bare: Option<Result<BareResult, String>>,
+    pub ack_batch: u64,
+    pub peers: Vec<PeerResult>,
+    pub expected_codes: BTreeMap<String, u64>,
+    pub expected_dead: u64,
+    pub expected_results: u64,
+    pub missing: u64,
+}
+
+/// `12345.6` as `12,346`.
+pub fn thousands(x: f64) -> String {
+    let n = x.round() as i64;
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// `p50 / p95 / p99 / max ms` of publish-to-result latencies (µs).
+fn latency_cell(samples: &mut [u32]) -> String {
+    match percentiles(samples) {
+        Some([p50, p95, p99, max]) => format!(
+            "{:.1} / {:.1} / {:.1} / {:.1} ms",
+            f64::from(p50) / 1e3,
+            f64::from(p95) / 1e3,
+            f64::from(p99) / 1e3,
+            f64::from(max) / 1e3
+        ),
+        None => "n/a (no results)".into(),
+    }
+}
+
+fn cores(u: &Option<Usage>) -> String {
+    u.map_or("n/a".into(), |u| format!("{:.2} cores", u.cores))
+}
+
+impl RunReport {
+    /// The gateway's notifications/s, when it ran.
+    pub fn rate(&self) -> Option<f64> {
+        self.gateway.as_ref().map(|g| g.rate)
+    }
+
+    pub fn render(&mut self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "## {}\n", self.title);
+        let _ = writeln!(
+            s,
+            "Machine: {} cores; load average {:.2} at the start, {:.2} at the end.  \nCommand: `{}`  \nSetup: {} jobs x {} recipient(s){}; simulator latency {}; {}.\n",
+            self.cores,
+            self.load_start,
+            self.load_end,
+            self.command,
+            thousands(self.jobs as f64),
+            self.recipients,
+            if self.preload { ", preloaded (a backlog)" } else { ", published live" },
+            self.latency,
+            self.settings
+        );
+        self.render_gateway(&mut s);
+        self.render_baselines(&mut s);
+        self.render_check(&mut s);
+        s
+    }
+
+    fn render_gateway(&mut self, s: &mut String) {
+        if let Some(e) = &self.gateway_error {
+            let _ = writeln!(s, "**The gateway run failed:** {e}\n");
+        }
+        let (preload, notifications) = (self.preload, self.jobs * self.recipients as u64);
+        let Some(g) = self.gateway.as_mut() else {
+            return;
+        };
+        let lat = if preload {
+            "n/a (preloaded: the queue wait dominates)".to_owned()
+        } else {
+            latency_cell(&mut g.tracker.latencies_us)
+        };
+        let mut rows = vec![
+            (
+                format!(
+                    "notifications/s (end to end, {:.1} s window)",
+                    g.window_secs
+                ),
+                format!("**{}**", thousands(g.rate)),
+            ),
+            (
+                "publish-to-result latency p50 / p95 / p99 / max".into(),
+                lat,
+            ),
+        ];
+        if let Some(u) = g.gateway {
+            rows.push(("gateway CPU".into(), format!("{:.2} cores", u.cores)));
+            rows.push((
+                "gateway RSS peak / at the end".into(),
+                format!("{} / {}", mb(u.rss_peak), mb(u.rss_last)),
+            ));
+        }
+        if let Some((a, b)) = g.rss_trend {
+            rows.push((
+                "gateway RSS, first fifth vs last fifth of the run".into(),
+                format!("{} vs {}", mb(a), mb(b)),
+            ));
+        }
+        let per = g.log_lines as f64 / notifications.max(1) as f64;
+        rows.push((
+            "broker / simulator / loadtest CPU".into(),
+            format!(
+                "{} / {} / {}",
+                cores(&g.broker),
+                cores(&g.sim),
+                cores(&g.loadtest)
+            ),
+        ));
+        rows.push((
+            "gateway log lines".into(),
+            format!("{} ({per:.4} per notification)", g.log_lines),
+        ));
+        rows.push(("gateway exit".into(), g.exit.clone()));
+        let _ = writeln!(s, "| gateway | value |\n|---|---|");
+        for (what, value) in rows {
+            let _ = writeln!(s, "| {what} | {value} |");
+        }
+        s.push('\n');
+    }
+
+    fn render_baselines(&self, s: &mut String) {
+        if self.bare.is_none() && self.peers.is_empty() {
+            return;
+        }
+        let rate = self.rate();
+        let ratio = |base: f64| rate.map_or("n/a".into(), |r| format!("{:.2}", r / base.max(1e-9)));
+        let _ = writeln!(
+            s,
+            "| baseline (same run) | rate | gateway / baseline | command |\n|---|---|---|---|"
+        );
+        match &self.bare {
+            Some(Ok(b)) => {
+                let _ = writeln!(
+                    s,
+                    "| bare lapin consumer (same prefetch, `multiple` ack every {} -> {} ack frames; broker CPU {}) | {} msg/s | {} | built in (`--baselines bare`) |",
+                    self.ack_batch,
+                    thousands(b.ack_frames as f64),
+                    b.broker_cores.map_or("n/a".into(), |c| format!("{c:.2} cores")),
+                    thousands(b.rate()),
+                    ratio(b.rate() * self.recipients as f64)
+                );
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(s, "| bare lapin consumer | failed: {e} | | |");
+            }
+            None => {}
+        }
+        for p in &self.peers {
+            match &p.outcome {
+                Ok(m) => {
+                    let _ = writeln!(
+                        s,
+                        "| {} ({} of {} ok in {:.2} s) | {} req/s | {} | `{}` |",
+                        p.name,
+                        thousands(m.ok as f64),
+                        thousands(m.requests as f64),
+                        m.secs,
+                        thousands(m.rate()),
+                        ratio(m.rate()),
+                        p.command
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        s,
+                        "| {} | skipped: {} | | `{}` |",
+                        p.name,
+                        e.replace('\n', " "),
+                        p.command
+                    );
+                }
+            }
+        }
+        s.push('\n');
+    }
+
+    fn render_check(&self, s: &mut String) {
+        let Some(g) = &self.gateway else { return };
+        let _ = writeln!(
+            s,
+            "| count-everything check | expected | seen | ok |\n|---|---|---|---|"
+        );
+        for (what, want, seen, ok) in self.check_rows(g) {
+            let ok = match ok {
+                Some(true) => "yes",
+                Some(false) => "**NO**",
+                None => "",
+            };
+            let _ = writeln!(s, "| {what} | {want} | {seen} | {ok} |");
+        }
+        s.push('\n');
+    }
+
+    /// (check, expected, seen, passed) rows; `None`: informational.
+    fn check_rows(&self, g: &GatewayRun) -> Vec<(String, String, String, Option<bool>)> {
+        let t = &g.tracker;
+        let row = |what: &str, want: String, seen: String, ok: Option<bool>| {
+            (what.to_owned(), want, seen, ok)
+        };
+        let acked = g.published.saturating_sub(u64::from(g.jobs_left));
+        let again = t.duplicates.div_ceil(self.recipients.max(1) as u64);
+        let mut rows = vec![
+            row(
+                "jobs published (confirmed)",
+                self.jobs.to_string(),
+                g.published.to_string(),
+                Some(g.published == self.jobs),
+            ),
+            row(
+                "jobs acked (input queue empty after the gateway stopped)",
+                g.published.to_string(),
+                acked.to_string(),
+                Some(g.jobs_left == 0),
+            ),
+            row(
+                "jobs dead-lettered (dead queue)",
+                self.expected_dead.to_string(),
+                g.dead.to_string(),
+                Some(u64::from(g.dead) == self.expected_dead),
+            ),
+            row(
+                "final results = recipients",
+                self.expected_results.to_string(),
+                t.finals.to_string(),
+                Some(t.finals == self.expected_results),
+            ),
+            row(
+                "recipients without a final result",
+                "0".into(),
+                self.missing.to_string(),
+                Some(self.missing == 0),
+            ),
+            row(
+                "duplicate results (redeliveries)",
+                "0 without a disconnect".into(),
+                format!("{} (about {again} jobs run again)", t.duplicates),
+                Some(t.duplicates == 0 || g.disconnects > 0),
+            ),
+            row(
+                "forced disconnects / broker sessions lost (gateway log)",
+                String::new(),
+                format!("{} / {}", g.disconnects, g.sessions_lost),
+                None,
+            ),
+            row(
+                "retrying entries / token feedback entries / foreign entries",
+                String::new(),
+                format!("{} / {} / {}", t.retrying, t.token_feedback, t.foreign),
+                None,
+            ),
+            row(
+                "retry sub-jobs published to the delay queues (their recipients)",
+                String::new(),
+                format!("{} ({})", t.retry_jobs, t.retry_recipients),
+                None,
+            ),
+        ];
+        rows.extend(self.detail_rows(g));
+        rows
+    }
+
+    /// Informational rows, fault rows and the counts by code.
+    fn detail_rows(&self, g: &GatewayRun) -> Vec<(String, String, String, Option<bool>)> {
+        let t = &g.tracker;
+        let row = |what: &str, want: String, seen: String, ok: Option<bool>| {
+            (what.to_owned(), want, seen, ok)
+        };
+        let mut rows = Vec::new();
+        if let Some(e) = &g.disconnect_error {
+            rows.push(row(
+                "forced disconnect done",
+                String::new(),
+                format!("no: {e}"),
+                Some(false),
+            ));
+        }
+        if g.timed_out {
+            rows.push(row(
+                "finished before the timeout",
+                String::new(),
+                "no".into(),
+                Some(false),
+            ));
+        }
+        for (code, want) in &self.expected_codes {
+            let got = t.codes.get(code).copied().unwrap_or(0);
+            rows.push(row(
+                &format!("results `{code}`"),
+                want.to_string(),
+                got.to_string(),
+                Some(got == *want),
+            ));
+        }
+        for (code, got) in t
+            .codes
+            .iter()
+            .filter(|(c, _)| !self.expected_codes.contains_key(*c))
+        {
+            rows.push(row(
+                &format!("results `{code}` (unexpected)"),
+                "0".into(),
+                got.to_string(),
+                Some(false),
+            ));
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(-1000.0), "-1,000");
+    }
+}

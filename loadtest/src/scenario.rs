@@ -1,0 +1,215 @@
+//! One `loadtest run`: the simulator (started or attached), the bare
+//! consumer baseline, the gateway phase, the HTTP/2 baselines, cleanup and
+//! the report, all in one process so that the figures share one moment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::bare;
+use crate::broker::{self, Names};
+use crate::cli::{Baseline, Mix, Results, RunArgs};
+use crate::gateway::{self, Phase};
+use crate::jobs::{Kind, Plan};
+use crate::peers::{self, PeerResult, Target};
+use crate::procs::{self, Proc};
+use crate::procstat;
+use crate::report::RunReport;
+
+/// Runs one scenario and returns its report.
+pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
+    let mut args = args.clone();
+    if let (Some(d), true) = (args.duration, args.rate > 0.0) {
+        args.jobs = (d.as_secs_f64() * args.rate).round() as u64;
+    }
+    let names = Names::new();
+    let plan = Plan {
+        tag: names.tag.clone(),
+        jobs: args.jobs,
+        recipients: args.recipients.max(1),
+        mix: args.mix,
+        invalid: args.invalid,
+    };
+    let (load_start, cores) = procstat::machine();
+    let work_dir = std::env::temp_dir().join("pushgate-loadtest");
+    std::fs::create_dir_all(&work_dir)?;
+    let bin = procs::pushgate_bin(&args.common);
+    let (sim, sim_addr, sim_pid) = simulator(&args, &bin, &work_dir, &names).await?;
+    let conn = broker::connect(&args.common.amqp_url, &format!("loadtest-{}", names.tag)).await?;
+    let _broker_rt = if args.common.realtime && args.common.realtime_broker {
+        BrokerRealtime::on()?
+    } else {
+        BrokerRealtime(None)
+    };
+    let mut report = new_report(&args, &plan, command, cores, load_start);
+    let phase = Phase {
+        args: &args,
+        names: &names,
+        plan: &plan,
+        sim: sim_addr,
+        sim_pid,
+        conn: &conn,
+        bin: &bin,
+        work_dir: &work_dir,
+    };
+    measure(&phase, &mut report).await;
+
+    if !args.common.keep {
+        if let Ok(ch) = conn.create_channel().await {
+            broker::cleanup(&ch, &names).await;
+        }
+        let _ = std::fs::remove_file(work_dir.join(format!("{}.toml", names.tag)));
+    }
+    let _ = conn.close(200, "loadtest done".into()).await;
+    if let Some(sim) = sim {
+        let _ = sim.stop(std::time::Duration::from_secs(5)).await;
+    }
+    report.load_end = procstat::machine().0;
+    Ok(report)
+}
+
+/// The bare consumer, the gateway, then the HTTP/2 baselines, one after
+/// the other (each has the machine to itself).
+async fn measure(p: &Phase<'_>, report: &mut RunReport) {
+    let args = p.args;
+    if args.baselines.contains(&Baseline::Bare) {
+        eprintln!(
+            "loadtest: bare consumer baseline ({} messages)",
+            p.plan.jobs
+        );
+        let r = bare::run(&args.common.amqp_url, p.names, p.plan, args.common.prefetch).await;
+        report.bare = Some(r.map_err(|e| format!("{e:#}")));
+    }
+    match gateway::run(p).await {
+        Ok(g) => {
+            report.missing = missing(args, p.plan, &g);
+            report.gateway = Some(g);
+        }
+        Err(e) => report.gateway_error = Some(format!("{e:#}")),
+    }
+    report.peers = http2_baselines(args, p.sim).await;
+}
+
+/// Starts `pushgate simulate` (accept-all for the `ok` mix), or attaches.
+async fn simulator(
+    args: &RunArgs,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    names: &Names,
+) -> anyhow::Result<(Option<Proc>, SocketAddr, Option<u32>)> {
+    if let Some(addr) = args.common.sim_addr {
+        return Ok((None, addr, args.common.sim_pid));
+    }
+    let log = dir.join(format!("{}.sim.log", names.tag));
+    let accept_all = args.mix == Mix::Ok;
+    let (proc, addr) = procs::start_sim(bin, accept_all, &args.latency, log)
+        .await
+        .context("starting the APNs simulator")?;
+    let pid = proc.pid;
+    Ok((Some(proc), addr, Some(pid)))
+}
+
+fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: f64) -> RunReport {
+    let (mut codes, dead) = plan.expected();
+    let mut expected_results = plan.expected_results();
+    if args.results == Results::Undelivered {
+        expected_results -= codes.remove("delivered").unwrap_or(0);
+    }
+    let c = &args.common;
+    RunReport {
+        title: args.title.clone().unwrap_or_else(|| "loadtest run".into()),
+        command,
+        cores,
+        load_start: load,
+        load_end: load,
+        jobs: plan.jobs,
+        recipients: plan.recipients,
+        preload: args.preload,
+        latency: args.latency.clone(),
+        settings: format!(
+            "gateway: {} APNs connections, prefetch {}, max_in_flight {}, results {}; mix {:?}, invalid share {}{}; scheduling: {}",
+            c.connections,
+            c.prefetch,
+            c.max_in_flight,
+            if args.results == Results::All { "all" } else { "undelivered only" },
+            args.mix,
+            args.invalid,
+            if args.rate > 0.0 { format!(", {} jobs/s", args.rate) } else { String::new() },
+            match (c.realtime, c.realtime_broker) {
+                (false, _) => "normal (CFS)",
+                (true, false) => "SCHED_RR for the load test, gateway, simulator and baselines; broker normal",
+                (true, true) => "SCHED_RR for everything measured, broker included",
+            }
+        ),
+        connections: c.connections,
+        max_in_flight: c.max_in_flight,
+        gateway: None,
+        gateway_error: None,
+        bare: None,
+        ack_batch: bare::ack_batch(c.prefetch),
+        peers: Vec::new(),
+        expected_codes: codes,
+        expected_dead: dead,
+        expected_results,
+        missing: 0,
+    }
+}
+
+fn missing(args: &RunArgs, plan: &Plan, g: &gateway::GatewayRun) -> u64 {
+    if args.results == Results::Undelivered {
+        let (codes, _) = plan.expected();
+        let failures = plan.expected_results() - codes.get("delivered").copied().unwrap_or(0);
+        return failures.saturating_sub(g.tracker.finals);
+    }
+    g.tracker
+        .missing(plan.jobs, |s| plan.kind(s) == Kind::NotJson)
+}
+
+async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
+    let c = &args.common;
+    let target = Target {
+        addr,
+        root: std::fs::canonicalize(&c.root).unwrap_or_else(|_| PathBuf::from(".")),
+        connections: c.connections,
+        streams: c.streams,
+        requests: args.peer_requests,
+        h2load_requests: args.h2load_requests,
+        work_dir: std::env::temp_dir().join("pushgate-loadtest"),
+    };
+    let mut out = Vec::new();
+    for b in &args.baselines {
+        let r = match b {
+            Baseline::Bare | Baseline::None => continue,
+            Baseline::H2load => peers::h2load(&target).await,
+            Baseline::NodeApn => peers::node_apn(&target).await,
+            Baseline::Aioapns => peers::aioapns(&target).await,
+        };
+        match &r.outcome {
+            Ok(m) => eprintln!("loadtest: {}: {:.0}/s", r.name, m.rate()),
+            Err(e) => eprintln!("loadtest: {} skipped: {e}", r.name),
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// The broker under SCHED_RR for the run; its normal policy comes back on drop.
+struct BrokerRealtime(Option<u32>);
+
+impl BrokerRealtime {
+    fn on() -> anyhow::Result<BrokerRealtime> {
+        let pid =
+            procstat::find_by_name("beam.smp").context("--realtime-broker: no beam.smp process")?;
+        procstat::realtime_pid(pid, true).context("--realtime-broker")?;
+        Ok(BrokerRealtime(Some(pid)))
+    }
+}
+
+impl Drop for BrokerRealtime {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = procstat::realtime_pid(pid, false);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! `loadtest suite`: the scenarios of the performance targets in a row,
+//! each a `loadtest run` with its baselines, then a summary of targets met.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::cli::{Baseline, Common, Mix, Results, RunArgs, SuiteArgs};
+use crate::report::RunReport;
+use crate::scenario;
+
+/// The scenarios run when `--only` is not given (soak and backlog are long: ask for them).
+const DEFAULT: [&str; 5] = ["single", "fanout", "latency", "mix", "rss"];
+
+/// A run of `jobs` jobs of `recipients`; fan-out jobs get a small prefetch
+/// (16 jobs = 8,000 recipients queued behind max_in_flight), single-recipient
+/// jobs the command line's.
+fn base(common: &Common, jobs: f64, recipients: usize) -> RunArgs {
+    let mut common = common.clone();
+    if recipients > 1 {
+        common.prefetch = common.prefetch.min(16);
+    }
+    RunArgs {
+        common,
+        jobs: jobs.round().max(1.0) as u64,
+        recipients,
+        rate: 0.0,
+        duration: None,
+        preload: true,
+        latency: "0ms".into(),
+        mix: Mix::Ok,
+        invalid: 0.0,
+        results: Results::All,
+        disconnect_after: None,
+        baselines: Vec::new(),
+        h2load_requests: 300_000,
+        peer_requests: 100_000,
+        timeout: Duration::from_secs(120),
+        profile: None,
+        title: None,
+    }
+}
+
+/// The runs of one scenario name (empty for an unknown name).
+fn scenario(name: &str, a: &SuiteArgs, fanout_rate: Option<f64>) -> Vec<RunArgs> {
+    let (c, k) = (&a.common, a.scale);
+    match name {
+        "single" => single(c, k),
+        "fanout" => fanout(c, k),
+        "latency" => latency(c, k),
+        "mix" => mix(c, k),
+        "rss" | "soak" | "backlog" => memory(name, c, k, fanout_rate),
+        _ => Vec::new(),
+    }
+}
+
+fn titled(mut r: RunArgs, title: &str) -> RunArgs {
+    r.title = Some(title.to_owned());
+    r
+}
+
+fn single(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut all = base(c, 100_000.0 * k, 1);
+    all.baselines = vec![Baseline::Bare];
+    let mut und = all.clone();
+    und.results = Results::Undelivered;
+    vec![
+        titled(
+            all,
+            "Single-recipient jobs end to end vs the bare lapin consumer",
+        ),
+        titled(
+            und,
+            "Single-recipient jobs, results for undelivered recipients only, vs the bare consumer",
+        ),
+    ]
+}
+
+fn fanout(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut r = base(c, 400.0 * k, 500);
+    r.baselines = vec![Baseline::H2load, Baseline::NodeApn, Baseline::Aioapns];
+    r.h2load_requests = (300_000.0 * k).round() as u64;
+    r.peer_requests = (100_000.0 * k).round() as u64;
+    vec![titled(
+        r,
+        "Fan-out jobs of 500 recipients vs h2load and the peers (zero latency)",
+    )]
+}
+
+fn latency(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut common = c.clone();
+    common.streams = 1000;
+    let mut t = base(&common, 400.0 * k, 500);
+    // 50 ms per request: twice the jobs queued keep 4,000 streams busy.
+    t.common.prefetch = 32;
+    t.latency = "50ms".into();
+    t.baselines = vec![Baseline::H2load];
+    t.h2load_requests = (400_000.0 * k).round() as u64;
+    let mut l = base(&common, 0.0, 500);
+    l.common.prefetch = 32;
+    l.latency = "50ms".into();
+    l.preload = false;
+    // Half the throughput the run before measured (set in `run`).
+    l.rate = -0.5;
+    l.duration = Some(Duration::from_secs_f64((20.0 * k).max(5.0)));
+    let mut one = base(&common, 0.0, 1);
+    one.latency = "50ms".into();
+    one.preload = false;
+    one.rate = 2_000.0;
+    one.duration = l.duration;
+    vec![
+        titled(t, "Fan-out 500 with the simulator at 50 ms: throughput"),
+        titled(
+            l,
+            "Fan-out 500 with the simulator at 50 ms: latency at half the measured throughput",
+        ),
+        titled(
+            one,
+            "Single-recipient jobs with the simulator at 50 ms: latency at 2,000 jobs/s",
+        ),
+    ]
+}
+
+fn mix(c: &Common, k: f64) -> Vec<RunArgs> {
+    let mut m = base(c, 20_000.0 * k, 10);
+    m.common.prefetch = 64;
+    m.preload = false;
+    m.rate = 2_000.0;
+    m.mix = Mix::Errors;
+    m.invalid = 0.02;
+    m.disconnect_after = Some(Duration::from_secs_f64((4.0 * k).max(2.0)));
+    vec![titled(
+        m,
+        "Count everything: error mix, 2% invalid jobs, a forced broker disconnect",
+    )]
+}
+
+/// `rss` (a minute live at 80% of full speed), `soak` (ten minutes) and
+/// `backlog` (1,000,000 queued jobs drained).
+fn memory(name: &str, c: &Common, k: f64, fanout_rate: Option<f64>) -> Vec<RunArgs> {
+    if name == "backlog" {
+        let mut r = base(c, 1_000_000.0 * k, 1);
+        r.results = Results::Undelivered;
+        r.timeout = Duration::from_secs(600);
+        return vec![titled(
+            r,
+            "A backlog of 1,000,000 jobs: gateway memory while it drains",
+        )];
+    }
+    let mut r = base(c, 0.0, 500);
+    r.preload = false;
+    r.rate = (fanout_rate.unwrap_or(40_000.0) * 0.8 / 500.0).max(1.0);
+    if name == "soak" {
+        r.duration = Some(Duration::from_secs(600));
+        return vec![titled(
+            r,
+            "10-minute soak at 80% of full speed (fan-out 500)",
+        )];
+    }
+    r.duration = Some(Duration::from_secs_f64((60.0 * k).max(10.0)));
+    vec![titled(r, "Memory at 80% of full speed (fan-out 500, live)")]
+}
+
+/// Runs the chosen scenarios; returns the whole markdown report.
+pub async fn run(a: &SuiteArgs) -> anyhow::Result<String> {
+    let names: Vec<String> = if a.only.is_empty() {
+        DEFAULT.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.only.clone()
+    };
+    let mut reports: Vec<(String, RunReport)> = Vec::new();
+    let mut fanout_rate = None;
+    for name in &names {
+        let runs = scenario(name, a, fanout_rate);
+        if runs.is_empty() {
+            anyhow::bail!(
+                "unknown scenario {name:?} (single, fanout, latency, mix, rss, soak, backlog)"
+            );
+        }
+        let mut previous: Option<f64> = None;
+        for mut r in runs {
+            if r.rate < 0.0 {
+                // A share of the previous run's notifications/s, in jobs/s.
+                let rate = previous.unwrap_or(40_000.0) * -r.rate / r.recipients as f64;
+                r.rate = rate.max(1.0).round();
+            }
+            eprintln!("loadtest suite: {}", r.title.as_deref().unwrap_or(name));
+            let cmd = command_line(&r);
+            let report = scenario::run(&r, cmd).await?;
+            previous = report.rate();
+            if name == "fanout" {
+                fanout_rate = report.rate();
+            }
+            reports.push((name.clone(), report));
+        }
+    }
+    let mut out = String::from("# pushgate load test suite\n\n");
+    out.push_str(&summary(&mut reports));
+    for (_, r) in &mut reports {
+        out.push_str(&r.render());
+    }
+    Ok(out)
+}
+
+/// The `loadtest run` command line equivalent to `r`.
+fn command_line(r: &RunArgs) -> String {
+    let mut s = match r.duration {
+        Some(_) => format!("loadtest run --recipients {}", r.recipients),
+        None => format!(
+            "loadtest run --jobs {} --recipients {}",
+            r.jobs, r.recipients
+        ),
+    };
+    let flags = [
+        (r.common.realtime, " --realtime".to_owned()),
+        (r.preload, " --preload".to_owned()),
+        (r.rate > 0.0, format!(" --rate {:.0}", r.rate)),
+        (
+            r.duration.is_some(),
+            format!(" --duration {}s", r.duration.unwrap_or_default().as_secs()),
+        ),
+        (r.latency != "0ms", format!(" --latency {}", r.latency)),
+        (r.mix == Mix::Errors, " --mix errors".to_owned()),
+        (r.invalid > 0.0, format!(" --invalid {}", r.invalid)),
+        (
+            r.results == Results::Undelivered,
+            " --results undelivered".to_owned(),
+        ),
+        (
+            r.disconnect_after.is_some(),
+            format!(
+                " --disconnect-after {}ms",
+                r.disconnect_after.unwrap_or_default().as_millis()
+            ),
+        ),
+    ];
+    for (on, flag) in flags {
+        if on {
+            s.push_str(&flag);
+        }
+    }
+    s.push_str(&baseline_flags(r));
+    let c = &r.common;
+    let _ = write!(
+        s,
+        " --connections {} --streams {} --prefetch {} --max-in-flight {}",
+        c.connections, c.streams, c.prefetch, c.max_in_flight
+    );
+    s
+}
+
+fn baseline_flags(r: &RunArgs) -> String {
+    let names: Vec<&str> = r
+        .baselines
+        .iter()
+        .map(|b| match b {
+            Baseline::Bare => "bare",
+            Baseline::H2load => "h2load",
+            Baseline::NodeApn => "node-apn",
+            Baseline::Aioapns => "aioapns",
+            Baseline::None => "none",
+        })
+        .collect();
+    let list = if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(",")
+    };
+    let mut s = format!(" --baselines {list}");
+    if r.baselines.contains(&Baseline::H2load) {
+        let _ = write!(s, " --h2load-requests {}", r.h2load_requests);
+    }
+    if r.baselines.contains(&Baseline::NodeApn) || r.baselines.contains(&Baseline::Aioapns) {
+        let _ = write!(s, " --peer-requests {}", r.peer_requests);
+    }
+    s
+}
+
+fn summary(reports: &mut [(String, RunReport)]) -> String {
+    let mut s = String::from("| target | measured | met |\n|---|---|---|\n");
+    for (name, r) in reports.iter() {
+        let Some(rate) = r.rate() else { continue };
+        crate::targets::lines(name, r, rate, &mut s);
+    }
+    let _ = writeln!(
+        s,
+        "\nRates are notifications per second; ratios are taken in the same run.\n"
+    );
+    s
+}

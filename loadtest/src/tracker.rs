@@ -1,0 +1,261 @@
+//! Accounts for every result entry of a run: which recipient it settles,
+//! duplicates, codes, end-to-end latency, and the first and last arrival.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use crate::jobs::parse_job_id;
+
+/// The fields of a result message the load test reads (borrowed: cheap).
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    results: Vec<Entry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow)]
+    job_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    recipient_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow, default)]
+    code: Option<Cow<'a, str>>,
+}
+
+/// When each job was published, in nanoseconds since the run's epoch
+/// (0 = not yet). Shared by the publisher and the result reader.
+#[derive(Debug)]
+pub struct PublishTimes {
+    pub epoch: Instant,
+    times: Vec<AtomicU64>,
+}
+
+impl PublishTimes {
+    pub fn new(jobs: u64, epoch: Instant) -> Arc<PublishTimes> {
+        Arc::new(PublishTimes {
+            epoch,
+            times: (0..jobs).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    pub fn mark(&self, seq: u64) {
+        if let Some(t) = self.times.get(seq as usize) {
+            let ns = self.epoch.elapsed().as_nanos().max(1);
+            t.store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<u64> {
+        let t = self.times.get(seq as usize)?.load(Ordering::Relaxed);
+        (t != 0).then_some(t)
+    }
+}
+
+/// Everything counted from the result messages of one run.
+#[derive(Debug)]
+pub struct Tracker {
+    tag: String,
+    recipients: usize,
+    /// One bit per (job, recipient): a final entry was seen.
+    seen: Vec<u64>,
+    pub finals: u64,
+    /// Final entries for a recipient that already had one (redeliveries).
+    pub duplicates: u64,
+    /// `retrying` entries (a recipient handed to a delay queue).
+    pub retrying: u64,
+    /// Entries that name no job of this run.
+    pub foreign: u64,
+    /// Final entries by code ("delivered" for delivered ones).
+    pub codes: BTreeMap<String, u64>,
+    /// Token-feedback entries (`<app>.token.invalid`).
+    pub token_feedback: u64,
+    /// Retry sub-jobs published to the delay queues, and their recipients.
+    pub retry_jobs: u64,
+    pub retry_recipients: u64,
+    /// Publish-to-result latency of each final entry, microseconds.
+    pub latencies_us: Vec<u32>,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    pub messages: u64,
+}
+
+impl Tracker {
+    pub fn new(tag: &str, jobs: u64, recipients: usize) -> Tracker {
+        let bits = jobs as usize * recipients;
+        Tracker {
+            tag: tag.to_owned(),
+            recipients,
+            seen: vec![0; bits.div_ceil(64)],
+            finals: 0,
+            duplicates: 0,
+            retrying: 0,
+            foreign: 0,
+            codes: BTreeMap::new(),
+            token_feedback: 0,
+            retry_jobs: 0,
+            retry_recipients: 0,
+            latencies_us: Vec::with_capacity(bits.min(4_000_000)),
+            first: None,
+            last: None,
+            messages: 0,
+        }
+    }
+
+    /// Counts the entries of one result message that arrived `now`.
+    pub fn result_message(&mut self, body: &[u8], now: Instant, times: &PublishTimes) {
+        self.messages += 1;
+        let Ok(msg) = serde_json::from_slice::<Message<'_>>(body) else {
+            self.foreign += 1;
+            return;
+        };
+        for e in msg.results {
+            self.entry(&e, now, times);
+        }
+    }
+
+    /// Counts a retry sub-job the gateway handed to a delay queue.
+    pub fn retry_message(&mut self, body: &[u8]) {
+        self.retry_jobs += 1;
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            self.retry_recipients += v["recipients"].as_array().map_or(0, |a| a.len() as u64);
+        }
+    }
+
+    /// Counts a token-feedback message.
+    pub fn feedback_message(&mut self, body: &[u8]) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            self.token_feedback += v["tokens"].as_array().map_or(0, |a| a.len() as u64);
+        }
+    }
+
+    fn entry(&mut self, e: &Entry<'_>, now: Instant, times: &PublishTimes) {
+        let Some((tag, seq)) = parse_job_id(&e.job_id) else {
+            self.foreign += 1;
+            return;
+        };
+        let r = e
+            .recipient_id
+            .as_deref()
+            .and_then(|id| id.strip_prefix('r')?.parse::<usize>().ok());
+        let Some(r) = r.filter(|&r| tag == self.tag && r < self.recipients) else {
+            self.foreign += 1;
+            return;
+        };
+        if e.status == "retrying" {
+            self.retrying += 1;
+            return;
+        }
+        let bit = seq as usize * self.recipients + r;
+        let Some(word) = self.seen.get_mut(bit / 64) else {
+            self.foreign += 1;
+            return;
+        };
+        if *word & (1 << (bit % 64)) != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        *word |= 1 << (bit % 64);
+        self.finals += 1;
+        let code = e.code.as_deref().unwrap_or(&e.status);
+        match self.codes.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                self.codes.insert(code.to_owned(), 1);
+            }
+        }
+        if let Some(sent) = times.get(seq) {
+            let at = u64::try_from(now.duration_since(times.epoch).as_nanos()).unwrap_or(0);
+            let us = at.saturating_sub(sent) / 1000;
+            self.latencies_us
+                .push(u32::try_from(us).unwrap_or(u32::MAX));
+        }
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// Recipients of jobs `0..jobs` that have no final entry.
+    pub fn missing(&self, jobs: u64, skip: impl Fn(u64) -> bool) -> u64 {
+        let mut n = 0;
+        for seq in (0..jobs).filter(|&s| !skip(s)) {
+            for r in 0..self.recipients {
+                let bit = seq as usize * self.recipients + r;
+                let set = self
+                    .seen
+                    .get(bit / 64)
+                    .is_some_and(|w| w & (1 << (bit % 64)) != 0);
+                n += u64::from(!set);
+            }
+        }
+        n
+    }
+}
+
+/// p50, p95, p99 and max of `samples` (microseconds), sorted in place.
+pub fn percentiles(samples: &mut [u32]) -> Option<[u32; 4]> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Some([at(0.50), at(0.95), at(0.99), samples[samples.len() - 1]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(entries: &[(&str, &str, &str, Option<&str>)]) -> Vec<u8> {
+        let results: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(job, r, status, code)| {
+                serde_json::json!({"job_id": job, "recipient_id": r, "status": status,
+                                   "code": code, "platform": "apns", "attempt": 1,
+                                   "latency_ms": 1, "ts": "x"})
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"app": "shop", "results": results}))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn counts_finals_duplicates_and_missing() {
+        let times = PublishTimes::new(3, Instant::now());
+        times.mark(0);
+        let mut t = Tracker::new("lt-x", 3, 2);
+        let now = Instant::now();
+        t.result_message(
+            &msg(&[
+                ("lt-x-0", "r0", "delivered", None),
+                ("lt-x-0", "r1", "failed", Some("NotRegistered")),
+                ("lt-x-1", "r0", "retrying", Some("ProviderUnavailable")),
+                ("other-1", "r0", "delivered", None),
+            ]),
+            now,
+            &times,
+        );
+        t.result_message(&msg(&[("lt-x-0", "r0", "delivered", None)]), now, &times);
+        assert_eq!(
+            (t.finals, t.duplicates, t.retrying, t.foreign),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(t.codes.get("NotRegistered"), Some(&1));
+        assert_eq!(t.latencies_us.len(), 2);
+        assert_eq!(t.missing(3, |_| false), 4);
+        assert_eq!(t.missing(3, |s| s != 0), 0);
+    }
+
+    #[test]
+    fn percentiles_of_samples() {
+        let mut s: Vec<u32> = (1..=100).rev().collect();
+        assert_eq!(percentiles(&mut s), Some([51, 95, 99, 100]));
+        assert_eq!(percentiles(&mut []), None);
+    }
+}
