@@ -47,19 +47,7 @@ if ! kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v[45]'; 
     || fail "kubectl with kustomize v4+ is needed to render deploy/k8s (install kubectl >= 1.21)."
 fi
 
-if ! command -v promtool >/dev/null 2>&1; then
-  is_root_with_apt || fail "promtool is missing; install Debian's prometheus package: sudo apt-get install prometheus"
-  echo "promtool is missing: installing Debian's prometheus package (the server is not started)..."
-  # policy-rc.d keeps the package from starting a Prometheus server.
-  guard=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
-  fi
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
-    >/dev/null 2>&1 || { [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d; fail "apt-get install prometheus failed"; }
-  [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
-  command -v promtool >/dev/null 2>&1 || fail "the prometheus package did not provide promtool"
-fi
+bash scripts/ensure-promtool.sh >/dev/null
 
 # --- checks ------------------------------------------------------------------
 echo "deploy: Dockerfile"

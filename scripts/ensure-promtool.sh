@@ -9,11 +9,16 @@ if command -v promtool >/dev/null 2>&1; then
   exit 0
 fi
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "promtool is missing: installing Debian's prometheus package (for promtool only)..."
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # The package may start a Prometheus server (port 9090, the admin default): stop it.
-  if command -v service >/dev/null 2>&1; then service prometheus stop >/dev/null 2>&1 || true; fi
+  echo "promtool is missing: installing Debian's prometheus package (for promtool only; the server is not started)..."
+  # policy-rc.d keeps the package from starting a Prometheus server (port 9090,
+  # the admin default).
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
+    >/dev/null 2>&1 || true
+  if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi
   command -v promtool >/dev/null 2>&1 && { echo "promtool: $(command -v promtool)"; exit 0; }
 fi
 echo "error: promtool is not installed; the telemetry tests need it." >&2
