@@ -23,6 +23,17 @@ use pushgate::sim::apns::{self as sim, ApnsSimOptions};
 use pushgate::sim::knobs::Latency;
 
 const JOBS: usize = 100;
+
+/// Kills the daemon if the test fails before it exited by itself.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
 const PER_JOB: usize = 5;
 
 fn amqp_url() -> String {
@@ -147,6 +158,7 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pushgate run");
+    let guard = KillOnDrop(child.id());
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..BasicConsumeOptions::default()
@@ -195,6 +207,7 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
         .await
         .expect("pushgate did not exit within 60 s of SIGTERM")
         .unwrap();
+    std::mem::forget(guard);
     assert!(status.success(), "exit {status}: {logs}");
     assert!(logs.contains("SIGTERM"), "logs (stderr): {logs}");
 
