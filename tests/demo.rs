@@ -5,20 +5,55 @@
 
 #![allow(clippy::expect_used)]
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A demo of 2,000 recipients takes seconds; past this it hangs: the test
+/// kills it and fails with what it printed instead of blocking CI.
+const DEADLINE: Duration = Duration::from_secs(180);
 
 fn demo(extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
         .args(["demo", "--count", "2000", "--batch", "250"])
+        // Both tests run at once: neither may take the other's admin port.
+        .args(["--admin", "127.0.0.1:0"])
         .args(extra)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run pushgate demo");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Read the pipes on threads so a full pipe never blocks the demo.
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the demo") {
+            break Some(status);
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = out_reader.join().expect("stdout reader");
+    let stderr = err_reader.join().expect("stderr reader");
     assert!(
-        out.status.success(),
-        "demo failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|s| s.success()),
+        "demo failed ({}): \n{stdout}\n{stderr}",
+        status.map_or_else(|| format!("killed after {DEADLINE:?}"), |s| s.to_string()),
     );
     stdout
 }

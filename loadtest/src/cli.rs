@@ -99,6 +99,16 @@ pub struct Common {
     /// The gateway's `daemon.max_in_flight`.
     #[arg(long, default_value_t = 4000)]
     pub max_in_flight: usize,
+    /// The gateway's APNs rate for the app (`[throttle.apns] rate_per_second`);
+    /// 0 = no limit. pushgate's default (9,000/s, under FCM's project quota)
+    /// would measure the throttle, not the gateway.
+    #[arg(long, default_value_t = 0)]
+    pub app_rate: u32,
+    /// The gateway's per-device bucket (`[throttle.device] per_minute`;
+    /// 0 = off). The load test's tokens are all distinct, so the bucket never
+    /// makes a delivery wait; it costs its bookkeeping, as in production.
+    #[arg(long, default_value_t = 60)]
+    pub device_per_minute: u32,
     /// Run the load test and every process it starts (gateway, simulator,
     /// baselines) under SCHED_RR: on a machine shared with builds, the
     /// scheduler's wake-up latency otherwise dominates every round trip

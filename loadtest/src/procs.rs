@@ -152,6 +152,14 @@ max_attempts = 3
 [daemon]
 max_in_flight = {max_in_flight}
 drain_timeout = "10s"
+
+# Set explicitly: the defaults (9,000/s per app) would cap fan-out runs.
+[throttle.apns]
+rate_per_second = {app_rate}
+burst = {app_burst}
+
+[throttle.device]
+per_minute = {device}
 "#,
         tag = n.tag,
         sim = s.sim,
@@ -168,6 +176,9 @@ drain_timeout = "10s"
         retry_prefix = n.retry_prefix,
         delays = delays.join(", "),
         max_in_flight = c.max_in_flight,
+        app_rate = c.app_rate,
+        app_burst = (c.app_rate / 10).max(1),
+        device = c.device_per_minute,
     ))
 }
 

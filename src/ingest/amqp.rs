@@ -97,7 +97,7 @@ pub async fn session<D: Deliver>(
     base.status.ready.store(false, Ordering::SeqCst);
     base.status.broker_connected.store(false, Ordering::SeqCst);
     if conn.status().connected() {
-        if let Err(e) = conn.close(200, "pushgate session end".into()).await {
+        if let Err(e) = super::close_connection(&conn, "pushgate session end").await {
             tracing::debug!(error = %e, "closing the broker connection");
         }
     }
@@ -147,8 +147,8 @@ async fn run_connected<D: Deliver>(
     let result = supervise(&mut workers, &mut control).await;
     control.abort();
     result?;
-    let _ = publisher.close(200, "shutdown".into()).await;
-    let _ = setup.close(200, "shutdown".into()).await;
+    let _ = super::close_channel(&publisher, "shutdown").await;
+    let _ = super::close_channel(&setup, "shutdown").await;
     Ok(())
 }
 

@@ -103,7 +103,7 @@ pub async fn declare(conn: &Connection, amqp: &AmqpConfig) -> Result<(), IngestE
         FieldTable::default(),
     )
     .await?;
-    let _ = ch.close(200, "declared".into()).await;
+    let _ = super::close_channel(&ch, "declared").await;
     Ok(())
 }
 
@@ -222,8 +222,8 @@ impl Publisher {
     }
 
     pub async fn close(self) {
-        let _ = self.ch.close(200, "done".into()).await;
-        let _ = self.conn.close(200, "done".into()).await;
+        let _ = super::close_channel(&self.ch, "done").await;
+        let _ = super::close_connection(&self.conn, "done").await;
     }
 }
 
@@ -333,7 +333,7 @@ impl Listener {
     }
 
     pub async fn close(self) {
-        let _ = self.channel.close(200, "shutdown".into()).await;
+        let _ = super::close_channel(&self.channel, "shutdown").await;
     }
 }
 

@@ -90,7 +90,7 @@ impl EventConsumer {
         self.channel
             .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
             .await?;
-        self.channel.close(200, "shutdown".into()).await?;
+        super::close_channel(&self.channel, "shutdown").await?;
         Ok(())
     }
 

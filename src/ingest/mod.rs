@@ -13,6 +13,39 @@ pub mod topology;
 mod worker;
 
 /// Why a broker session ends other than by shutdown; the daemon reconnects.
+use std::time::Duration;
+
+/// How long closing a channel or a connection may take. lapin waits for the
+/// broker's Close-Ok without a deadline, and a close racing the socket's end
+/// was seen to wait forever (a demo run in CI never exited): past this the
+/// close is given up (the broker drops the channel with the socket anyway).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closes `ch` (200, `why`) within [`CLOSE_TIMEOUT`].
+pub async fn close_channel(ch: &lapin::Channel, why: &str) -> Result<(), IngestError> {
+    match tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, why.into())).await {
+        Ok(r) => r.map_err(IngestError::from),
+        Err(_) => {
+            tracing::warn!(
+                channel = ch.id(),
+                "closing a broker channel timed out; left to the connection"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Closes `conn` (200, `why`) within [`CLOSE_TIMEOUT`].
+pub async fn close_connection(conn: &lapin::Connection, why: &str) -> Result<(), IngestError> {
+    match tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, why.into())).await {
+        Ok(r) => r.map_err(IngestError::from),
+        Err(_) => {
+            tracing::warn!("closing the broker connection timed out; dropping it");
+            Ok(())
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("broker: {0}")]

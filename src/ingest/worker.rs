@@ -97,6 +97,11 @@ impl<D: Deliver> Worker<D> {
                 _ = stopped(&mut shutdown) => break,
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finished(joined)?;
+                    // Every job already done settles in the same flush: one
+                    // ack frame for a busy batch, not one await per job.
+                    while let Some(more) = self.tasks.try_join_next_with_id() {
+                        self.finished(more)?;
+                    }
                     self.flush().await?;
                 }
                 next = self.consumer.next() => match next {
@@ -238,7 +243,7 @@ impl<D: Deliver> Worker<D> {
         if left > 0 {
             tracing::warn!(queue = %self.queue.name, jobs = left, "drain deadline: jobs requeued");
         }
-        self.channel.close(200, "shutdown".into()).await?;
+        super::close_channel(&self.channel, "shutdown").await?;
         Ok(())
     }
 }

@@ -76,24 +76,10 @@ pub(crate) fn now_secs() -> i64 {
     (now_ms() / 1000) as i64
 }
 
-/// A random version-4 UUID in canonical lower-case form. Written digit by
-/// digit into one buffer: the simulator makes one or two per answer, and
-/// `format!` of the halves was 9% of its CPU under h2load.
+/// A random version-4 UUID in canonical lower-case form (the provider's
+/// notification id generator: one digit at a time into one buffer).
 pub(crate) fn uuid_v4() -> String {
-    let v = (fastrand::u128(..) & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48)
-        | (0x8000u128 << 48);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-            continue;
-        }
-        nibble -= 1;
-        *slot = HEX[((v >> (nibble * 4)) & 0xf) as usize];
-    }
-    out.iter().map(|&b| char::from(b)).collect()
+    crate::provider::new_notification_id()
 }
 
 /// Counts events per key in fixed windows; says when a key exceeds a limit.

@@ -19,7 +19,10 @@ use crate::app::{self, Status};
 use crate::config::Config;
 use crate::dispatch::gateway::Gateway;
 use crate::ingest::retry::RetryPolicy;
-use crate::ingest::topology;
+use crate::ingest::{close_connection, topology, CLOSE_TIMEOUT};
+
+/// Deleting the demo's queues and exchanges takes at most this long.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
 use crate::job::Job;
 use crate::report::ResultMessage;
 
@@ -45,6 +48,8 @@ pub struct BrokerDemo {
     tap: lapin::Consumer,
     stop: tokio::sync::oneshot::Sender<()>,
     daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The daemon's drain deadline (bounds the wait for it to stop).
+    drain: Duration,
 }
 
 /// Declares the demo topology, starts the daemon (feeding `status`) and
@@ -56,6 +61,7 @@ pub async fn start(
     jobs: &[Job],
 ) -> anyhow::Result<BrokerDemo> {
     let amqp = config.amqp.clone();
+    let drain = config.daemon.drain_timeout;
     let conn = Connection::connect(amqp.url.expose(), ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ")?;
@@ -88,6 +94,7 @@ pub async fn start(
         tap,
         stop,
         daemon,
+        drain,
     })
 }
 
@@ -98,17 +105,22 @@ impl BrokerDemo {
     }
 
     /// Stops the daemon (drain) and deletes the demo's queues and exchanges.
-    pub async fn finish(self) {
+    /// Each step is bounded: the demo exits even if the broker stops answering.
+    pub async fn finish(mut self) {
         let _ = self.stop.send(());
-        let _ = self.daemon.await;
-        cleanup(&self.ch, &self.amqp, &self.retry).await;
-        // Declared only if someone stopped a campaign through the admin API.
-        let control = self.amqp.control_exchange.as_str();
-        let _ = self
-            .ch
-            .exchange_delete(control.into(), ExchangeDeleteOptions::default())
-            .await;
-        let _ = self.conn.close(200, "demo done".into()).await;
+        // Drain, then the daemon's channel and connection closes.
+        let bound = self.drain + 3 * CLOSE_TIMEOUT;
+        if tokio::time::timeout(bound, &mut self.daemon).await.is_err() {
+            self.daemon.abort();
+            eprintln!("demo: the gateway did not stop within {bound:?}; stopped it");
+        }
+        let tidy = cleanup(&self.ch, &self.amqp, &self.retry);
+        if tokio::time::timeout(CLEANUP_TIMEOUT, tidy).await.is_err() {
+            eprintln!(
+                "demo: deleting the demo queues timed out; delete pushgate.demo-* queues by hand"
+            );
+        }
+        let _ = close_connection(&self.conn, "demo done").await;
     }
 }
 
