@@ -14,6 +14,11 @@ use pushgate::cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Worker threads of the async runtime (default: one per CPU the process
+    /// may use). On a machine whose cores are shared with the broker, 1 can
+    /// be faster for single-recipient jobs: see docs/benchmarks.md.
+    #[arg(long, global = true, env = "PUSHGATE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,10 +46,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pushgate: cannot start the async runtime: {e}");

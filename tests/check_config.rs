@@ -105,6 +105,28 @@ fn dev_config_is_sound() {
     assert_no_secret(&t);
 }
 
+/// `--threads` (env `PUSHGATE_THREADS`) is global and is not a config
+/// override; 0 threads is refused with the reason.
+#[test]
+fn runtime_threads_flag_and_env() {
+    let dev = config_dir().join("dev.toml");
+    let out = check(&dev, &[("PUSHGATE_THREADS", "1")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["--threads", "2", "check-config", "--config"])
+        .arg(&dev)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["check-config", "--threads", "0", "--config"])
+        .arg(&dev)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--threads"), "{}", text(&out));
+}
+
 #[test]
 fn config_path_comes_from_pushgate_config() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushgate"));

@@ -109,6 +109,10 @@ pub struct Common {
     /// makes a delivery wait; it costs its bookkeeping, as in production.
     #[arg(long, default_value_t = 60)]
     pub device_per_minute: u32,
+    /// The gateway's runtime worker threads (`pushgate --threads`); default:
+    /// one per core. 1 leaves the other core to the broker and the simulator.
+    #[arg(long)]
+    pub gateway_threads: Option<u16>,
     /// Run the load test and every process it starts (gateway, simulator,
     /// baselines) under SCHED_RR: on a machine shared with builds, the
     /// scheduler's wake-up latency otherwise dominates every round trip

@@ -126,7 +126,8 @@ fn start(p: &Phase<'_>) -> anyhow::Result<Proc> {
         results: p.args.results,
     };
     let config = procs::gateway_config(&setup)?;
-    procs::start_gateway(p.bin, &config, p.work_dir, &p.names.tag)
+    let threads = p.args.common.gateway_threads;
+    procs::start_gateway(p.bin, &config, p.work_dir, &p.names.tag, threads)
 }
 
 impl Samplers {

@@ -183,13 +183,24 @@ per_minute = {device}
 }
 
 /// Writes the config and starts `pushgate run` on it, logs to a file.
-pub fn start_gateway(bin: &Path, config: &str, dir: &Path, tag: &str) -> anyhow::Result<Proc> {
+/// `threads`: the gateway's runtime worker threads (`--threads`), else its default.
+pub fn start_gateway(
+    bin: &Path,
+    config: &str,
+    dir: &Path,
+    tag: &str,
+    threads: Option<u16>,
+) -> anyhow::Result<Proc> {
     let path = dir.join(format!("{tag}.toml"));
     std::fs::write(&path, config)?;
     let log = dir.join(format!("{tag}.gateway.log"));
     let file = std::fs::File::create(&log)?;
     // tracing writes to stdout; stderr carries start-up errors.
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if let Some(n) = threads {
+        cmd.arg("--threads").arg(n.to_string());
+    }
+    let child = cmd
         .arg("run")
         .arg("--config")
         .arg(&path)

@@ -244,7 +244,10 @@ impl<D: Deliver> Dispatcher<D> {
         if let Some(v) = self.policy.last_check(d, probe) {
             return self.held(run, v);
         }
-        let mut outcome = self.deliver.deliver(&run.job, i, run.attempt).await;
+        // Boxed: the delivery's state machine (request building, the pool,
+        // TLS) is kilobytes, and inline it would size every queued
+        // recipient's future, not only the ones holding a permit.
+        let mut outcome = Box::pin(self.deliver.deliver(&run.job, i, run.attempt)).await;
         self.policy.after(d, &mut outcome, probe);
         self.classify(run, d.platform, outcome)
     }
