@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub enum DeviceTurn {
 pub struct Devices<C: NanoClock> {
     shards: Vec<Keyed<C>>,
     holds: Mutex<HashMap<u64, u64>>,
+    /// `holds.len()`, readable without the lock: almost always 0, and then
+    /// a lookup skips the lock.
+    held: AtomicUsize,
     clock: C,
     max_wait: Duration,
     max_keys: usize,
@@ -61,6 +64,7 @@ impl<C: NanoClock> Devices<C> {
         Some(Devices {
             shards,
             holds: Mutex::new(HashMap::new()),
+            held: AtomicUsize::new(0),
             clock,
             max_wait: cfg.max_wait,
             max_keys: cfg.max_keys,
@@ -104,9 +108,13 @@ impl<C: NanoClock> Devices<C> {
             let slot = holds.entry(key).or_insert(0);
             *slot = (*slot).max(until);
         }
+        self.held.store(holds.len(), Ordering::Relaxed);
     }
 
     fn held_for(&self, key: u64) -> Option<Duration> {
+        if self.held.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
         let until = *holds.get(&key)?;
         let now = self.clock.now().as_u64();
@@ -114,15 +122,24 @@ impl<C: NanoClock> Devices<C> {
     }
 
     /// Forgets idle device keys and expired holds; returns the keys left.
+    /// A shard's table is shrunk only when it lost most of its keys: under
+    /// steady traffic each pass drops about half (the keys older than a
+    /// bucket's refill), and shrinking then would only regrow it at once,
+    /// rehashing every key (a campaign of distinct tokens saw that cost).
     pub fn reclaim(&self) -> usize {
         for s in &self.shards {
+            let before = s.len();
             s.retain_recent();
-            s.shrink_to_fit();
+            if s.len() < before / 4 {
+                s.shrink_to_fit();
+            }
         }
         let now = self.clock.now().as_u64();
         let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
         holds.retain(|_, until| *until > now);
         holds.shrink_to_fit();
+        self.held.store(holds.len(), Ordering::Relaxed);
+        drop(holds);
         self.len()
     }
 
