@@ -6,7 +6,7 @@
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -87,9 +87,7 @@ impl EventConsumer {
             }
         }
         // Unacked deliveries go back to the queue when the channel closes.
-        self.channel
-            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
-            .await?;
+        super::cancel_consumer(&self.channel, &self.tag).await?;
         super::close_channel(&self.channel, "shutdown").await?;
         Ok(())
     }

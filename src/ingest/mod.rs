@@ -21,6 +21,22 @@ use std::time::Duration;
 /// close is given up (the broker drops the channel with the socket anyway).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Cancels consumer `tag` on `ch` within [`CLOSE_TIMEOUT`] (a drain must
+/// not wait forever on the broker's Cancel-Ok either).
+pub async fn cancel_consumer(ch: &lapin::Channel, tag: &str) -> Result<(), IngestError> {
+    let cancel = ch.basic_cancel(tag.into(), lapin::options::BasicCancelOptions::default());
+    match tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
+        Ok(r) => r.map_err(IngestError::from),
+        Err(_) => {
+            tracing::warn!(
+                consumer = tag,
+                "cancelling a consumer timed out; draining anyway"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Closes `ch` (200, `why`) within [`CLOSE_TIMEOUT`].
 pub async fn close_channel(ch: &lapin::Channel, why: &str) -> Result<(), IngestError> {
     match tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, why.into())).await {

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use tokio::sync::{watch, Semaphore};
@@ -204,9 +202,7 @@ impl<D: Deliver> Worker<D> {
     /// Shutdown: cancel the consumer, let running jobs finish until the
     /// deadline, requeue what is left, close the channel.
     async fn drain(mut self, drain: Duration) -> Result<(), IngestError> {
-        self.channel
-            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
-            .await?;
+        super::cancel_consumer(&self.channel, &self.tag).await?;
         let deadline = Instant::now() + drain;
         let mut consumer_open = true;
         while consumer_open || !self.tasks.is_empty() {
