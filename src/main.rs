@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pushgate::cmd;
 
+/// mimalloc instead of glibc's malloc: per-thread free lists without
+/// glibc's consolidation passes (see docs/benchmarks.md for the figures).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pushgate",
