@@ -12,13 +12,14 @@ pub mod retry;
 pub mod topology;
 mod worker;
 
-/// Why a broker session ends other than by shutdown; the daemon reconnects.
 use std::time::Duration;
 
-/// How long closing a channel or a connection may take. lapin waits for the
-/// broker's Close-Ok without a deadline, and a close racing the socket's end
-/// was seen to wait forever (a demo run in CI never exited): past this the
-/// close is given up (the broker drops the channel with the socket anyway).
+/// How long closing a channel or a connection (or cancelling a consumer)
+/// may take. lapin waits for the broker's answer without a deadline; once a
+/// demo run in CI never exited after its daemon's connection was gone (not
+/// reproduced since, so which wait it was is not known): every such wait is
+/// bounded, and past this it is given up (the broker drops channels and
+/// consumers with the socket anyway).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Cancels consumer `tag` on `ch` within [`CLOSE_TIMEOUT`] (a drain must
@@ -62,6 +63,7 @@ pub async fn close_connection(conn: &lapin::Connection, why: &str) -> Result<(),
     }
 }
 
+/// Why a broker session ends other than by shutdown; the daemon reconnects.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("broker: {0}")]
