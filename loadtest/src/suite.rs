@@ -58,8 +58,17 @@ fn titled(mut r: RunArgs, title: &str) -> RunArgs {
     r
 }
 
+/// Single-recipient jobs run the gateway on one runtime thread unless
+/// `--gateway-threads` says otherwise: on 2 cores shared with the broker
+/// that was 45% faster (docs/benchmarks.md).
+fn one_thread(c: &Common) -> Common {
+    let mut c = c.clone();
+    c.gateway_threads = c.gateway_threads.or(Some(1));
+    c
+}
+
 fn single(c: &Common, k: f64) -> Vec<RunArgs> {
-    let mut all = base(c, 100_000.0 * k, 1);
+    let mut all = base(&one_thread(c), 100_000.0 * k, 1);
     all.baselines = vec![Baseline::Bare];
     let mut und = all.clone();
     und.results = Results::Undelivered;
@@ -102,7 +111,7 @@ fn latency(c: &Common, k: f64) -> Vec<RunArgs> {
     // Half the throughput the run before measured (set in `run`).
     l.rate = -0.5;
     l.duration = Some(Duration::from_secs_f64((20.0 * k).max(5.0)));
-    let mut one = base(&common, 0.0, 1);
+    let mut one = base(&one_thread(&common), 0.0, 1);
     one.latency = "50ms".into();
     one.preload = false;
     one.rate = 2_000.0;
