@@ -4,6 +4,7 @@
 //! recipients of one job; [`TokenFeedback`] carries the tokens whose code has
 //! class `token`, so that app teams can forget them.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,8 @@ pub struct ResultEntry {
     #[serde(default, with = "code_serde", skip_serializing_if = "Option::is_none")]
     pub code: Option<Code>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
+    /// The code's label: static text for every result pushgate makes.
+    pub label: Option<Cow<'static, str>>,
     #[serde(default, with = "class_serde", skip_serializing_if = "Option::is_none")]
     pub class: Option<Class>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,12 +65,12 @@ pub struct EntryContext<'a> {
 }
 
 impl ResultEntry {
-    /// The entry for `recipient` after `outcome`.
+    /// The entry for `recipient` after `outcome` (its texts are moved in).
     pub fn new(
         ctx: &EntryContext<'_>,
         recipient: &Recipient,
         status: Status,
-        outcome: &Outcome,
+        outcome: Outcome,
     ) -> ResultEntry {
         ResultEntry {
             job_id: ctx.job_id.to_owned(),
@@ -78,11 +80,13 @@ impl ResultEntry {
             token: token_of(recipient),
             status,
             code: outcome.code,
-            label: outcome.code.map(|c| c.label(recipient.platform).to_owned()),
+            label: outcome
+                .code
+                .map(|c| Cow::Borrowed(c.label(recipient.platform))),
             class: outcome.class(),
             provider_status: outcome.provider_status,
-            provider_reason: outcome.provider_reason.clone(),
-            provider_id: outcome.provider_id.clone(),
+            provider_reason: outcome.provider_reason,
+            provider_id: outcome.provider_id,
             attempt: ctx.attempt,
             latency_ms: u64::try_from(outcome.latency.as_millis()).unwrap_or(u64::MAX),
             ts: ctx.ts.to_owned(),
@@ -96,12 +100,7 @@ impl ResultEntry {
         code: Code,
         reason: &str,
     ) -> ResultEntry {
-        ResultEntry::new(
-            ctx,
-            recipient,
-            Status::Failed,
-            &Outcome::local(code, reason),
-        )
+        ResultEntry::new(ctx, recipient, Status::Failed, Outcome::local(code, reason))
     }
 
     /// Final: delivered or failed (not retrying).
@@ -299,7 +298,7 @@ mod tests {
         let mut outcome = Outcome::local(Code::NotRegistered, "Unregistered");
         outcome.provider_status = Some(410);
         outcome.latency = Duration::from_millis(12);
-        let e = ResultEntry::new(&ctx(), &recipient("abcd"), Status::Failed, &outcome);
+        let e = ResultEntry::new(&ctx(), &recipient("abcd"), Status::Failed, outcome);
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["status"], "failed");
         assert_eq!(v["code"], "NotRegistered");
@@ -320,7 +319,7 @@ mod tests {
             &ctx(),
             &recipient("abcd"),
             Status::Delivered,
-            &Outcome::delivered(200, Some("id-1".into())),
+            Outcome::delivered(200, Some("id-1".into())),
         );
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["status"], "delivered");

@@ -352,7 +352,7 @@ impl<D: Deliver> Dispatcher<D> {
                 }
             };
             out.entries
-                .push(ResultEntry::new(&ctx, recipient, status, &outcome));
+                .push(ResultEntry::new(&ctx, recipient, status, outcome));
         }
         out
     }
