@@ -112,17 +112,17 @@ fn runtime_threads_flag_and_env() {
     let dev = config_dir().join("dev.toml");
     let out = check(&dev, &[("PUSHGATE_THREADS", "1")]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["--threads", "2", "check-config", "--config"])
-        .arg(&dev)
-        .output()
-        .unwrap();
+    // Before or after the subcommand.
+    let run = |args: [&str; 4]| {
+        Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(args)
+            .arg(&dev)
+            .output()
+            .unwrap()
+    };
+    let out = run(["--threads", "2", "check-config", "--config"]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["check-config", "--threads", "0", "--config"])
-        .arg(&dev)
-        .output()
-        .unwrap();
+    let out = run(["check-config", "--threads", "0", "--config"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("--threads"), "{}", text(&out));
 }

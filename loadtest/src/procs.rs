@@ -195,7 +195,7 @@ pub fn start_gateway(
     std::fs::write(&path, config)?;
     let log = dir.join(format!("{tag}.gateway.log"));
     let file = std::fs::File::create(&log)?;
-    // tracing writes to stdout; stderr carries start-up errors.
+    // Logs (stderr) and anything on stdout go to the same file.
     let mut cmd = Command::new(bin);
     if let Some(n) = threads {
         cmd.arg("--threads").arg(n.to_string());
