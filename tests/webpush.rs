@@ -11,7 +11,6 @@ mod webpush_support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -19,7 +18,9 @@ use pushgate::outcome::{Class, Code};
 use pushgate::provider::webpush::crypto::MAX_PLAINTEXT;
 use pushgate::provider::webpush::transport::Protocol;
 use pushgate::sim::webpush as sim;
-use webpush_support::{authority, expected_payload, job, provider, simulator};
+use webpush_support::{
+    assert_scripted_outcomes, authority, expected_payload, job, provider, simulator,
+};
 
 #[tokio::test]
 async fn decrypted_payload_is_what_the_job_asked_for() {
@@ -81,20 +82,7 @@ async fn wrong_vapid_key_is_invalid_credentials() {
 async fn every_scripted_outcome_gives_its_code() {
     let sim = simulator(false).await;
     let p = provider("vapid-dev.p8", &sim.base_url());
-    let cases = [
-        ("gone", 410, Code::BrowserUnsubscribed, Class::Token),
-        ("notfound", 404, Code::BrowserUnsubscribed, Class::Token),
-        ("busy", 429, Code::QuotaExceeded, Class::Retry),
-        ("down", 503, Code::ProviderUnavailable, Class::Retry),
-    ];
-    for (prefix, status, code, class) in cases {
-        let out = p.send(&job(&[sim.subscribe(prefix)]), 0, 1).await;
-        assert_eq!(out.code, Some(code), "{prefix}: {out:?}");
-        assert_eq!(out.class(), Some(class), "{prefix}");
-        assert_eq!(out.provider_status, Some(status), "{prefix}");
-        let retry = (prefix == "busy").then(|| Duration::from_secs(sim::BUSY_RETRY_AFTER));
-        assert_eq!(out.retry_after, retry, "{prefix}");
-    }
+    assert_scripted_outcomes(&sim, &p).await;
     assert!(sim.received().is_empty());
     sim.shutdown().await;
 }

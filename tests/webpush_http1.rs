@@ -15,7 +15,9 @@ use pushgate::provider::webpush::transport::Protocol;
 use pushgate::provider::webpush::WebPushProvider;
 use pushgate::sim::webpush as sim;
 use tokio::io::AsyncReadExt;
-use webpush_support::{authority, config, expected_payload, job, provider, simulator};
+use webpush_support::{
+    assert_scripted_outcomes, authority, config, expected_payload, job, provider, simulator,
+};
 
 #[tokio::test]
 async fn http1_push_service_gets_the_payload_over_one_kept_alive_connection() {
@@ -54,20 +56,7 @@ async fn http1_push_service_gets_the_payload_over_one_kept_alive_connection() {
 async fn http1_scripted_outcomes_and_wrong_vapid_key_give_their_codes() {
     let sim = simulator(true).await;
     let p = provider("vapid-dev.p8", &sim.base_url());
-    let cases = [
-        ("gone", 410, Code::BrowserUnsubscribed, Class::Token),
-        ("notfound", 404, Code::BrowserUnsubscribed, Class::Token),
-        ("busy", 429, Code::QuotaExceeded, Class::Retry),
-        ("down", 503, Code::ProviderUnavailable, Class::Retry),
-    ];
-    for (prefix, status, code, class) in cases {
-        let out = p.send(&job(&[sim.subscribe(prefix)]), 0, 1).await;
-        assert_eq!(out.code, Some(code), "{prefix}: {out:?}");
-        assert_eq!(out.class(), Some(class), "{prefix}");
-        assert_eq!(out.provider_status, Some(status), "{prefix}");
-        let retry = (prefix == "busy").then(|| Duration::from_secs(sim::BUSY_RETRY_AFTER));
-        assert_eq!(out.retry_after, retry, "{prefix}");
-    }
+    assert_scripted_outcomes(&sim, &p).await;
     let other = provider("vapid-other.p8", &sim.base_url());
     let out = other.send(&job(&[sim.subscribe("ok")]), 0, 1).await;
     assert_eq!(out.code, Some(Code::InvalidCredentials), "{out:?}");

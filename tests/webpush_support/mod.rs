@@ -7,6 +7,7 @@ use std::time::Duration;
 use pushgate::config::webpush_origins::AllowedOrigins;
 use pushgate::config::{ConnectionConfig, Endpoint, Secret, WebPushConfig, WEBPUSH_ANY_ORIGIN};
 use pushgate::job::{Job, WebPushSubscription};
+use pushgate::outcome::{Class, Code};
 use pushgate::provider::webpush::WebPushProvider;
 use pushgate::sim::webpush::{self as sim, WebPushSimHandle, WebPushSimOptions};
 use rustls_pki_types::pem::PemObject;
@@ -85,4 +86,25 @@ pub fn expected_payload() -> serde_json::Value {
         "title": "Hi Ada", "body": "Your order shipped", "image": "https://img.example/p.png",
         "url": "https://shop.example/o/42", "tag": "order-42", "data": {"order": "42"}
     })
+}
+
+/// Sends to each scripted path of the simulator (`/gone`, `/notfound`,
+/// `/busy`, `/down`) through `p` and checks the code, class, status and
+/// Retry-After each must give; none of them is received as delivered.
+pub async fn assert_scripted_outcomes(sim: &WebPushSimHandle, p: &WebPushProvider) {
+    let cases = [
+        ("gone", 410, Code::BrowserUnsubscribed, Class::Token),
+        ("notfound", 404, Code::BrowserUnsubscribed, Class::Token),
+        ("busy", 429, Code::QuotaExceeded, Class::Retry),
+        ("down", 503, Code::ProviderUnavailable, Class::Retry),
+    ];
+    for (prefix, status, code, class) in cases {
+        let out = p.send(&job(&[sim.subscribe(prefix)]), 0, 1).await;
+        assert_eq!(out.code, Some(code), "{prefix}: {out:?}");
+        assert_eq!(out.class(), Some(class), "{prefix}");
+        assert_eq!(out.provider_status, Some(status), "{prefix}");
+        let retry = (prefix == "busy").then(|| Duration::from_secs(sim::BUSY_RETRY_AFTER));
+        assert_eq!(out.retry_after, retry, "{prefix}");
+    }
+    assert!(sim.received().is_empty());
 }
