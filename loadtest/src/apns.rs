@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pushgate::job::Job;
-use pushgate::provider::{new_notification_id, Message, Providers, Rendered};
+use pushgate::provider::Providers;
 
 use crate::cli::ApnsArgs;
 
@@ -78,17 +78,5 @@ pub async fn run(a: &ApnsArgs) -> anyhow::Result<()> {
 }
 
 async fn send(p: &Providers, job: &Arc<Job>, recipient: usize) -> bool {
-    let Some(r) = job.recipients.get(recipient) else {
-        return false;
-    };
-    let rendered = Rendered::for_recipient(job, r);
-    let id = new_notification_id();
-    let msg = Message {
-        job,
-        recipient,
-        rendered: &rendered,
-        id: &id,
-        attempt: 1,
-    };
-    p.send(&msg).await.is_delivered()
+    p.send_recipient(job, recipient, 1).await.is_delivered()
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use crate::config::Config;
 use crate::job::{DeviceToken, Job, Notification, Platform, Priority, Recipient};
 use crate::outcome::{Outcome, Status};
-use crate::provider::{new_notification_id, Message, Providers, Rendered};
+use crate::provider::{new_notification_id, Providers};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -118,16 +118,7 @@ pub async fn run(args: Args) -> ExitCode {
         }
     };
     let job = job_of(&args);
-    let rendered = Rendered::for_recipient(&job, &job.recipients[0]);
-    let id = new_notification_id();
-    let msg = Message {
-        job: &job,
-        recipient: 0,
-        rendered: &rendered,
-        id: &id,
-        attempt: 1,
-    };
-    let outcome = providers.send(&msg).await;
+    let outcome = providers.send_recipient(&job, 0, 1).await;
     providers.shutdown().await;
     if args.json {
         println!("{}", result_entry(&job, &outcome));

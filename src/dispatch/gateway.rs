@@ -9,7 +9,7 @@ use crate::job::Job;
 use crate::job::Platform;
 use crate::outcome::{Code, Outcome};
 use crate::provider::h2pool::PoolStats;
-use crate::provider::{new_notification_id, Message, ProviderError, Providers, Rendered};
+use crate::provider::{ProviderError, Providers};
 use crate::telemetry::{PoolSource, Telemetry};
 
 use super::Deliver;
@@ -60,23 +60,14 @@ impl Deliver for Gateway {
                 format!("app {:?} is not configured", job.app),
             );
         };
-        let Some(r) = job.recipients.get(recipient) else {
+        let Some(platform) = job.recipients.get(recipient).map(|r| r.platform) else {
             return Outcome::local(Code::InvalidJob, "no such recipient in the job");
         };
-        let rendered = Rendered::for_recipient(job, r);
-        let id = new_notification_id();
-        let msg = Message {
-            job,
-            recipient,
-            rendered: &rendered,
-            id: &id,
-            attempt,
-        };
-        let outcome = providers.send(&msg).await;
+        let outcome = providers.send_recipient(job, recipient, attempt).await;
         // Local refusals took no request; answers and transport failures did.
         let requested = outcome.provider_status.is_some() || !outcome.latency.is_zero();
         if let (Some(t), true) = (&self.telemetry, requested) {
-            t.metrics.observe_request(r.platform, outcome.latency);
+            t.metrics.observe_request(platform, outcome.latency);
         }
         outcome
     }

@@ -339,6 +339,25 @@ impl Providers {
         out
     }
 
+    /// Sends recipient `recipient` of `job`: its texts rendered for it and a
+    /// fresh notification id (what the daemon, `pushgate send` and the load
+    /// test all do).
+    pub async fn send_recipient(&self, job: &Job, recipient: usize, attempt: u32) -> Outcome {
+        let Some(r) = job.recipients.get(recipient) else {
+            return Outcome::local(Code::InvalidJob, "no such recipient in the job");
+        };
+        let rendered = Rendered::for_recipient(job, r);
+        let id = new_notification_id();
+        let msg = Message {
+            job,
+            recipient,
+            rendered: &rendered,
+            id: &id,
+            attempt,
+        };
+        self.send(&msg).await
+    }
+
     /// Sends to the provider of the recipient's platform.
     pub async fn send(&self, msg: &Message<'_>) -> Outcome {
         let Some(platform) = msg.recipient().map(|r| r.platform) else {
