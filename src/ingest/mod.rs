@@ -22,45 +22,36 @@ use std::time::Duration;
 /// consumers with the socket anyway).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Cancels consumer `tag` on `ch` within [`CLOSE_TIMEOUT`] (a drain must
-/// not wait forever on the broker's Cancel-Ok either).
+/// Awaits the broker's answer to `op` for at most [`CLOSE_TIMEOUT`]; past
+/// it, logs `what` and carries on as if it had been answered.
+async fn bounded(
+    what: &str,
+    op: impl std::future::Future<Output = Result<(), lapin::Error>>,
+) -> Result<(), IngestError> {
+    match tokio::time::timeout(CLOSE_TIMEOUT, op).await {
+        Ok(r) => r.map_err(IngestError::from),
+        Err(_) => {
+            tracing::warn!(what, timeout = ?CLOSE_TIMEOUT, "the broker did not answer; given up");
+            Ok(())
+        }
+    }
+}
+
+/// Cancels consumer `tag` on `ch` (a drain must not wait forever on the
+/// broker's Cancel-Ok either).
 pub async fn cancel_consumer(ch: &lapin::Channel, tag: &str) -> Result<(), IngestError> {
     let cancel = ch.basic_cancel(tag.into(), lapin::options::BasicCancelOptions::default());
-    match tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
-        Ok(r) => r.map_err(IngestError::from),
-        Err(_) => {
-            tracing::warn!(
-                consumer = tag,
-                "cancelling a consumer timed out; draining anyway"
-            );
-            Ok(())
-        }
-    }
+    bounded("cancelling a consumer", cancel).await
 }
 
-/// Closes `ch` (200, `why`) within [`CLOSE_TIMEOUT`].
+/// Closes `ch` (200, `why`).
 pub async fn close_channel(ch: &lapin::Channel, why: &str) -> Result<(), IngestError> {
-    match tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, why.into())).await {
-        Ok(r) => r.map_err(IngestError::from),
-        Err(_) => {
-            tracing::warn!(
-                channel = ch.id(),
-                "closing a broker channel timed out; left to the connection"
-            );
-            Ok(())
-        }
-    }
+    bounded("closing a channel", ch.close(200, why.into())).await
 }
 
-/// Closes `conn` (200, `why`) within [`CLOSE_TIMEOUT`].
+/// Closes `conn` (200, `why`).
 pub async fn close_connection(conn: &lapin::Connection, why: &str) -> Result<(), IngestError> {
-    match tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, why.into())).await {
-        Ok(r) => r.map_err(IngestError::from),
-        Err(_) => {
-            tracing::warn!("closing the broker connection timed out; dropping it");
-            Ok(())
-        }
-    }
+    bounded("closing the connection", conn.close(200, why.into())).await
 }
 
 /// Why a broker session ends other than by shutdown; the daemon reconnects.

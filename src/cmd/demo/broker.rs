@@ -20,11 +20,11 @@ use crate::config::Config;
 use crate::dispatch::gateway::Gateway;
 use crate::ingest::retry::RetryPolicy;
 use crate::ingest::{close_connection, topology, CLOSE_TIMEOUT};
+use crate::job::Job;
+use crate::report::ResultMessage;
 
 /// Deleting the demo's queues and exchanges takes at most this long.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
-use crate::job::Job;
-use crate::report::ResultMessage;
 
 /// Whether something accepts TCP at the URL's host and port (1 s).
 pub async fn answers(url: &str) -> bool {
