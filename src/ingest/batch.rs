@@ -115,11 +115,22 @@ fn group(batch: Vec<Submission>) -> (Groups, Vec<oneshot::Sender<Result<bool, St
     let mut waiters = Vec::with_capacity(batch.len());
     for s in batch {
         let (entries, tokens) = groups.entry(s.app).or_default();
-        entries.extend(s.entries);
-        tokens.extend(s.tokens);
+        // The first job of an app hands its vector over: a fan-out job's
+        // entries are then not copied again (they are large, and usually alone).
+        append(entries, s.entries);
+        append(tokens, s.tokens);
         waiters.push(s.done);
     }
     (groups, waiters)
+}
+
+/// `more` appended to `to`, moved whole when `to` is empty.
+fn append<T>(to: &mut Vec<T>, mut more: Vec<T>) {
+    if to.is_empty() {
+        *to = more;
+    } else {
+        to.append(&mut more);
+    }
 }
 
 async fn publish_groups(
