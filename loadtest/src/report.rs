@@ -153,6 +153,15 @@ impl RunReport {
                 cores(&g.loadtest)
             ),
         ));
+        let t = &g.tracker;
+        rows.push((
+            "result messages (entries per message)".into(),
+            format!(
+                "{} ({:.1})",
+                thousands(t.messages as f64),
+                (t.finals + t.retrying) as f64 / t.messages.max(1) as f64
+            ),
+        ));
         rows.push((
             "gateway log lines".into(),
             format!("{} ({per:.4} per notification)", g.log_lines),
