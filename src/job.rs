@@ -4,6 +4,7 @@
 //! clear [`JobError`]. Per-recipient problems (malformed token, ...) are
 //! found by validation and become results with a code, never a crash.
 
+pub mod memo;
 mod parse;
 pub mod template;
 pub mod validate;
@@ -232,4 +233,8 @@ pub struct Job {
     pub apns: Option<ApnsOverrides>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fcm: Option<FcmOverrides>,
+    /// Payload parts all recipients share, rendered on first use (not
+    /// part of the schema: never read from a job nor written).
+    #[serde(skip)]
+    pub memo: memo::Memo,
 }

@@ -99,6 +99,7 @@ pub fn job_of(args: &Args) -> Job {
         throttle: None,
         apns: None,
         fcm: None,
+        memo: Default::default(),
     }
 }
 

@@ -47,6 +47,23 @@ impl<'a> Rendered<'a> {
         }
     }
 
+    /// True when these are the texts of `n` themselves (borrowed, nothing
+    /// rendered), so every recipient of the job has the same.
+    pub fn is_plain_of(&self, n: &Notification) -> bool {
+        fn same(r: &Option<Cow<'_, str>>, own: &Option<String>) -> bool {
+            match (r, own) {
+                (None, None) => true,
+                (Some(Cow::Borrowed(a)), Some(b)) => {
+                    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()
+                }
+                _ => false,
+            }
+        }
+        same(&self.title, &n.title)
+            && same(&self.subtitle, &n.subtitle)
+            && same(&self.body, &n.body)
+    }
+
     /// The texts of `job` for `recipient`, placeholders filled from its `vars`.
     pub fn for_recipient(job: &'a Job, recipient: &Recipient) -> Rendered<'a> {
         let n = &job.notification;

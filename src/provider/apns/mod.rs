@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use self::auth::{Clock, Signer, TokenAuth};
 use self::reason::ApnsReason;
 use crate::config::{ApnsAuth, ApnsConfig};
+use crate::job::memo::SharedPayload;
 use crate::outcome::{Code, Outcome};
 use crate::provider::{Answer, Message, Transport};
 
@@ -96,6 +97,19 @@ impl<T: Transport> ApnsProvider<T> {
         self
     }
 
+    /// The payload every recipient of the message's job shares, built by
+    /// the first of them; `None` when this recipient's texts were rendered
+    /// for it (placeholders) or the job's payload cannot be shared.
+    fn shared_payload<'m>(&self, msg: &Message<'m>) -> Option<&'m SharedPayload> {
+        if !msg.rendered.is_plain_of(&msg.job.notification) {
+            return None;
+        }
+        let key = self.tracking.as_deref();
+        msg.job
+            .memo
+            .apns(|| request::shared_payload(msg.job, msg.rendered, key))
+    }
+
     pub fn transport(&self) -> &T {
         &self.transport
     }
@@ -113,6 +127,7 @@ impl<T: Transport> ApnsProvider<T> {
             now_unix: Clock::System.unix(),
             tracking: self.tracking.as_deref(),
             topic: self.bundle_topic.as_ref().filter(|_| suffixless),
+            shared: self.shared_payload(msg),
         };
         let build = || request::build(msg.job, msg.rendered, target);
         let mut built = match build() {
@@ -271,6 +286,64 @@ mod tests {
             seen[0].uri().path(),
             format!("/3/device/{}", "ab".repeat(32))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recipients_share_the_rendered_payload_but_not_their_ids() {
+        let fake = FakeTransport::new(vec![(200, ""); 4]);
+        let p = ApnsProvider::new(fake, &config())
+            .unwrap()
+            .with_tracking(Some("pg"));
+        let mut j: Job = serde_json::from_value(serde_json::json!({
+            "app": "shop", "campaign": "c1",
+            "recipients": [{"platform": "apns", "token": "ab".repeat(32), "vars": {"name": "Ann"}},
+                           {"platform": "apns", "token": "cd".repeat(32)}],
+            "notification": {"title": "Hi", "body": "B"}
+        }))
+        .unwrap();
+        let ids = [
+            "00000000-0000-4000-8000-00000000000a",
+            "00000000-0000-4000-8000-00000000000b",
+        ];
+        let send_all = async |j: &Job| {
+            for (i, id) in ids.iter().enumerate() {
+                let r = Rendered::for_recipient(j, &j.recipients[i]);
+                let msg = Message {
+                    job: j,
+                    recipient: i,
+                    rendered: &r,
+                    id,
+                    attempt: 1,
+                };
+                assert!(p.send(&msg).await.is_delivered());
+            }
+        };
+        send_all(&j).await;
+        assert!(
+            j.memo.apns(|| None).is_some(),
+            "built once, by the first recipient"
+        );
+        j.notification.title = Some("Hi {{name | default: \"you\"}}".into());
+        j.memo = Default::default();
+        send_all(&j).await;
+        assert!(
+            j.memo.apns(|| None).is_none(),
+            "placeholders: nothing shared"
+        );
+        let bodies: Vec<serde_json::Value> = p
+            .transport()
+            .requests()
+            .iter()
+            .map(|r| serde_json::from_slice(r.body()).unwrap())
+            .collect();
+        let titles: Vec<&str> = bodies
+            .iter()
+            .map(|b| b["aps"]["alert"]["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, ["Hi", "Hi", "Hi Ann", "Hi you"]);
+        for (b, id) in bodies.iter().zip(ids.iter().cycle()) {
+            assert_eq!(b["pg"], serde_json::json!({"n": id, "c": "c1"}));
+        }
     }
 
     #[tokio::test(start_paused = true)]

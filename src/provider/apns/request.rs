@@ -12,6 +12,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request};
 use serde::Serialize;
 
+use crate::job::memo::SharedPayload;
 use crate::job::{Job, Priority, PushType};
 use crate::outcome::Code;
 use crate::provider::{merge_json, Rendered};
@@ -177,6 +178,48 @@ pub fn payload(job: &Job, rendered: &Rendered<'_>, tracking: Option<TrackingKey<
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// [`payload`] as every recipient of `job` shares it when its texts have
+/// no placeholders (`rendered` is then the same for all): whole without a
+/// tracking key (`key` `None`), else with a slot for the notification id.
+/// `None` when the tracking key is not the payload's last entry (a data
+/// key of its name, or `apns.payload` merged over it): such jobs render
+/// per recipient.
+pub fn shared_payload(
+    job: &Job,
+    rendered: &Rendered<'_>,
+    key: Option<&str>,
+) -> Option<SharedPayload> {
+    let Some(name) = key else {
+        return Some(SharedPayload::Same(Bytes::from(payload(
+            job, rendered, None,
+        ))));
+    };
+    let overrides = job.apns.as_ref().is_some_and(|o| !o.payload.is_empty());
+    if overrides || job.data.contains_key(name) {
+        return None;
+    }
+    let campaign = job.campaign.as_deref();
+    let key = TrackingKey {
+        name,
+        notification_id: "",
+        campaign,
+    };
+    let mut head = payload(job, rendered, Some(key));
+    // The key is serialized last: `..."<name>":{"n":"<id>"` then the campaign.
+    let mut tail = b"\"".to_vec();
+    if let Some(c) = campaign {
+        tail.extend_from_slice(b",\"c\":");
+        serde_json::to_writer(&mut tail, c).ok()?;
+    }
+    tail.extend_from_slice(b"}}");
+    let cut = head.len().checked_sub(tail.len())?;
+    if !head[..cut].ends_with(b"\"n\":\"") || head[cut..] != tail[..] {
+        return None;
+    }
+    head.truncate(cut);
+    Some(SharedPayload::IdSlot { head, tail })
+}
+
 /// Initial payload buffer: most alert payloads fit.
 const PAYLOAD_CAPACITY: usize = 256;
 
@@ -238,6 +281,9 @@ pub struct Target<'a> {
     /// The `apns-topic` value for the job's push type, pre-built by the
     /// provider; `None`: built here from `bundle`.
     pub topic: Option<&'a HeaderValue>,
+    /// The payload all recipients of the job share ([`shared_payload`]
+    /// with the same `tracking`), when their texts are the same.
+    pub shared: Option<&'a SharedPayload>,
 }
 
 /// Builds path, headers and payload, and checks the final payload size.
@@ -247,7 +293,10 @@ pub fn build(job: &Job, rendered: &Rendered<'_>, t: Target<'_>) -> Result<Built,
         notification_id: t.apns_id,
         campaign: job.campaign.as_deref(),
     });
-    let body = payload(job, rendered, tracking);
+    let body = match t.shared.and_then(|p| p.for_id(t.apns_id)) {
+        Some(b) => b,
+        None => Bytes::from(payload(job, rendered, tracking)),
+    };
     let limit = if job.push_type == PushType::Voip {
         MAX_PAYLOAD_VOIP
     } else {
@@ -266,7 +315,7 @@ pub fn build(job: &Job, rendered: &Rendered<'_>, t: Target<'_>) -> Result<Built,
     Ok(Built {
         path,
         headers,
-        body: Bytes::from(body),
+        body,
     })
 }
 
@@ -325,188 +374,5 @@ pub fn topic_value(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::job::{ApnsOverrides, Notification};
-    use serde_json::json;
-
-    fn job() -> Job {
-        serde_json::from_value(json!({
-            "app": "shop",
-            "recipients": [{"platform": "apns", "token": "ab"}],
-            "notification": {"title": "T", "body": "B", "sound": "default", "badge": 3,
-                              "thread_id": "th", "category": "cat"},
-            "data": {"order": "123"},
-            "collapse_key": "order-123",
-            "ttl": 3600,
-            "mutable_content": true
-        }))
-        .unwrap()
-    }
-
-    fn target() -> Target<'static> {
-        Target {
-            bundle: "com.example.shop",
-            token: "abcd",
-            apns_id: "123e4567-e89b-12d3-a456-426614174000",
-            now_unix: 1_000_000,
-            tracking: None,
-            topic: None,
-        }
-    }
-
-    fn texts(job: &Job) -> Rendered<'_> {
-        Rendered::plain(&job.notification)
-    }
-
-    fn header<'a>(b: &'a Built, name: &str) -> Option<&'a str> {
-        b.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    #[test]
-    fn builds_path_headers_and_payload() {
-        let j = job();
-        let b = build(&j, &texts(&j), target()).unwrap();
-        assert_eq!(b.path, "/3/device/abcd");
-        assert_eq!(header(&b, "apns-topic"), Some("com.example.shop"));
-        assert_eq!(header(&b, "apns-push-type"), Some("alert"));
-        assert_eq!(header(&b, "apns-priority"), Some("10"));
-        assert_eq!(header(&b, "apns-expiration"), Some("1003600"));
-        assert_eq!(header(&b, "apns-collapse-id"), Some("order-123"));
-        assert_eq!(header(&b, "apns-id"), Some(target().apns_id));
-        assert_eq!(header(&b, "content-type"), Some("application/json"));
-        let v: serde_json::Value = serde_json::from_slice(&b.body).unwrap();
-        assert_eq!(
-            v,
-            json!({"aps": {"alert": {"title": "T", "body": "B"}, "badge": 3, "sound": "default",
-                           "thread-id": "th", "category": "cat", "mutable-content": 1},
-                   "order": "123"})
-        );
-        let req = b.to_request(Some("bearer x"));
-        assert_eq!(req.uri(), "/3/device/abcd");
-        assert_eq!(req.headers()["authorization"], "bearer x");
-        assert!(b.to_request(None).headers().get("authorization").is_none());
-        let moved = b
-            .clone()
-            .into_request(Some(HeaderValue::from_static("bearer x")));
-        assert_eq!(moved.uri(), req.uri());
-        assert_eq!(moved.method(), req.method());
-        assert_eq!(moved.headers(), req.headers());
-        assert_eq!(moved.body(), req.body());
-        assert!(moved.headers()["apns-id"].is_sensitive(), "never indexed");
-    }
-
-    #[test]
-    fn a_prebuilt_topic_is_sent_as_is() {
-        let j = job();
-        let v = topic_value("com.example.shop", PushType::Voip).unwrap();
-        let t = Target {
-            topic: Some(&v),
-            ..target()
-        };
-        let b = build(&j, &texts(&j), t).unwrap();
-        assert_eq!(header(&b, "apns-topic"), Some("com.example.shop.voip"));
-    }
-
-    #[test]
-    fn push_types_set_topic_and_priority() {
-        let mut j = job();
-        j.push_type = PushType::Background;
-        j.content_available = true;
-        j.notification = Notification::default();
-        let b = build(&j, &texts(&j), target()).unwrap();
-        assert_eq!(header(&b, "apns-priority"), Some("5"));
-        assert_eq!(header(&b, "apns-push-type"), Some("background"));
-        let v: serde_json::Value = serde_json::from_slice(&b.body).unwrap();
-        assert_eq!(
-            v["aps"],
-            json!({"content-available": 1, "mutable-content": 1})
-        );
-        for (p, topic) in [
-            (PushType::Voip, "com.example.shop.voip"),
-            (
-                PushType::Liveactivity,
-                "com.example.shop.push-type.liveactivity",
-            ),
-            (PushType::Pushtotalk, "com.example.shop.voip-ptt"),
-        ] {
-            j.push_type = p;
-            let b = build(&j, &texts(&j), target()).unwrap();
-            assert_eq!(header(&b, "apns-topic"), Some(topic));
-        }
-        j.push_type = PushType::Alert;
-        j.priority = Priority::Normal;
-        assert_eq!(priority_value(&j), "5");
-    }
-
-    #[test]
-    fn expiration_from_ttl_or_expires_at() {
-        let mut j = job();
-        j.ttl = Some(0);
-        assert_eq!(expiration(&j, 50), Some(0));
-        j.ttl = None;
-        assert_eq!(expiration(&j, 50), None);
-        j.expires_at = Some("2030-01-01T00:00:00Z".into());
-        assert_eq!(expiration(&j, 50), Some(1_893_456_000));
-        j.expires_at = Some("2030-01-01T02:00:00+02:00".into());
-        assert_eq!(expiration(&j, 50), Some(1_893_456_000));
-    }
-
-    #[test]
-    fn overrides_are_merged_last() {
-        let mut j = job();
-        j.apns = Some(ApnsOverrides {
-            headers: [("apns-priority".to_string(), "1".to_string())].into(),
-            payload: json!({"aps": {"interruption-level": "passive", "badge": 9}, "order": "x"})
-                .as_object()
-                .unwrap()
-                .clone(),
-        });
-        let b = build(&j, &texts(&j), target()).unwrap();
-        assert_eq!(header(&b, "apns-priority"), Some("1"));
-        let v: serde_json::Value = serde_json::from_slice(&b.body).unwrap();
-        assert_eq!(v["aps"]["interruption-level"], "passive");
-        assert_eq!(v["aps"]["badge"], 9);
-        assert_eq!(v["aps"]["sound"], "default");
-        assert_eq!(v["order"], "x");
-    }
-
-    #[test]
-    fn size_limit_on_the_final_payload() {
-        let mut j = job();
-        j.data.insert("big".into(), "x".repeat(4000));
-        let err = build(&j, &texts(&j), target()).unwrap_err();
-        assert_eq!(err.code, Code::PayloadTooLarge);
-        j.push_type = PushType::Voip;
-        assert!(build(&j, &texts(&j), target()).is_ok(), "voip allows 5120");
-        j.data.insert("big".into(), "x".repeat(5100));
-        assert!(build(&j, &texts(&j), target()).is_err());
-    }
-
-    #[test]
-    fn tracking_key_beside_aps_and_mutable_alerts() {
-        let mut j = job();
-        j.mutable_content = false;
-        j.campaign = Some("spring".into());
-        j.data.insert("pg".into(), "producer's own".into());
-        let t = Target {
-            tracking: Some("pg"),
-            ..target()
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(&build(&j, &texts(&j), t).unwrap().body).unwrap();
-        assert_eq!(v["pg"], json!({"n": t.apns_id, "c": "spring"}));
-        assert_eq!(v["aps"]["mutable-content"], 1);
-        j.push_type = PushType::Background;
-        j.notification = Notification::default();
-        j.data.clear();
-        j.campaign = None;
-        let v: serde_json::Value =
-            serde_json::from_slice(&build(&j, &texts(&j), t).unwrap().body).unwrap();
-        assert_eq!(
-            v,
-            json!({"aps": {}, "pg": {"n": t.apns_id}}),
-            "no alert: no mutable-content"
-        );
-    }
-}
+#[path = "request_tests.rs"]
+mod tests;
