@@ -61,6 +61,10 @@ pub enum Baseline {
     NodeApn,
     /// aioapns (PyPI) against the same simulator.
     Aioapns,
+    /// Live runs: the broker round trip without a gateway (a bare consumer
+    /// answers each job after the simulator's latency), for the gateway's
+    /// latency overhead.
+    Echo,
     /// No baseline.
     None,
 }

@@ -14,6 +14,7 @@ mod apns;
 mod bare;
 mod broker;
 mod cli;
+mod echo;
 mod gateway;
 mod jobs;
 mod peers;

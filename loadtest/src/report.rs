@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::bare::BareResult;
+use crate::echo::EchoResult;
 use crate::gateway::GatewayRun;
 use crate::peers::PeerResult;
 use crate::procstat::Usage;
@@ -28,6 +29,8 @@ pub struct RunReport {
     pub gateway: Option<GatewayRun>,
     pub gateway_error: Option<String>,
     pub bare: Option<Result<BareResult, String>>,
+    /// The broker round trip without a gateway (live runs).
+    pub echo: Option<Result<EchoResult, String>>,
     pub ack_batch: u64,
     pub peers: Vec<PeerResult>,
     pub expected_codes: BTreeMap<String, u64>,
@@ -112,10 +115,14 @@ impl RunReport {
         let Some(g) = self.gateway.as_mut() else {
             return;
         };
-        let lat = if preload {
-            "n/a (preloaded: the queue wait dominates)".to_owned()
+        let (lat, provider) = if preload {
+            let na = "n/a (preloaded: the queue wait dominates)".to_owned();
+            (na.clone(), na)
         } else {
-            latency_cell(&mut g.tracker.latencies_us)
+            (
+                latency_cell(&mut g.tracker.latencies_us),
+                latency_cell(&mut g.tracker.provider_us),
+            )
         };
         let mut rows = vec![
             (
@@ -128,6 +135,10 @@ impl RunReport {
             (
                 "publish-to-result latency p50 / p95 / p99 / max".into(),
                 lat,
+            ),
+            (
+                "of which the provider exchange, as the gateway timed it (ms resolution)".into(),
+                provider,
             ),
         ];
         if let Some(u) = g.gateway {
@@ -174,8 +185,40 @@ impl RunReport {
         s.push('\n');
     }
 
+    /// The echo row: its latencies, and the gateway's minus them.
+    fn render_echo(&self, s: &mut String) {
+        let e = match &self.echo {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                let _ = writeln!(s, "| broker round trip (echo) | failed: {e} | | |");
+                return;
+            }
+            None => return,
+        };
+        let mut echo = e.tracker.latencies_us.clone();
+        let mut gw = self
+            .gateway
+            .as_ref()
+            .map(|g| g.tracker.latencies_us.clone())
+            .unwrap_or_default();
+        let overhead = match (percentiles(&mut gw), percentiles(&mut echo)) {
+            (Some(g), Some(b)) => format!(
+                "gateway overhead p50 / p95 / p99: {:.1} / {:.1} / {:.1} ms",
+                (f64::from(g[0]) - f64::from(b[0])) / 1e3,
+                (f64::from(g[1]) - f64::from(b[1])) / 1e3,
+                (f64::from(g[2]) - f64::from(b[2])) / 1e3
+            ),
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| broker round trip (echo: a bare consumer answers each job after the simulator's latency; publish-to-result p50 / p95 / p99 / max) | {} | {overhead} | built in (`--baselines echo`) |",
+            latency_cell(&mut echo)
+        );
+    }
+
     fn render_baselines(&self, s: &mut String) {
-        if self.bare.is_none() && self.peers.is_empty() {
+        if self.bare.is_none() && self.echo.is_none() && self.peers.is_empty() {
             return;
         }
         let rate = self.rate();
@@ -201,6 +244,7 @@ impl RunReport {
             }
             None => {}
         }
+        self.render_echo(s);
         for p in &self.peers {
             match &p.outcome {
                 Ok(m) => {

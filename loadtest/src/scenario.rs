@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::bare;
 use crate::broker::{self, Names};
 use crate::cli::{Baseline, Mix, Results, RunArgs};
+use crate::echo;
 use crate::gateway::{self, Phase};
 use crate::jobs::{Kind, Plan};
 use crate::peers::{self, PeerResult, Target};
@@ -88,6 +89,24 @@ async fn measure(p: &Phase<'_>, report: &mut RunReport) {
         }
         Err(e) => report.gateway_error = Some(format!("{e:#}")),
     }
+    if args.baselines.contains(&Baseline::Echo) && !args.preload {
+        eprintln!(
+            "loadtest: broker round-trip baseline (echo, {} jobs)",
+            p.plan.jobs
+        );
+        let latency = humantime::parse_duration(&args.latency).unwrap_or_default();
+        let c = &args.common;
+        let r = echo::run(
+            &c.amqp_url,
+            p.names,
+            p.plan,
+            args.rate,
+            latency,
+            (c.prefetch, args.timeout),
+        )
+        .await;
+        report.echo = Some(r.map_err(|e| format!("{e:#}")));
+    }
     report.peers = http2_baselines(args, p.sim).await;
 }
 
@@ -150,6 +169,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
         gateway: None,
         gateway_error: None,
         bare: None,
+        echo: None,
         ack_batch: bare::ack_batch(c.prefetch),
         peers: Vec::new(),
         expected_codes: codes,
@@ -183,7 +203,7 @@ async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
     let mut out = Vec::new();
     for b in &args.baselines {
         let r = match b {
-            Baseline::Bare | Baseline::None => continue,
+            Baseline::Bare | Baseline::Echo | Baseline::None => continue,
             Baseline::H2load => peers::h2load(&target).await,
             Baseline::NodeApn => peers::node_apn(&target).await,
             Baseline::Aioapns => peers::aioapns(&target).await,

@@ -116,6 +116,7 @@ fn latency(c: &Common, k: f64) -> Vec<RunArgs> {
     one.preload = false;
     one.rate = 2_000.0;
     one.duration = l.duration;
+    one.baselines = vec![Baseline::Echo];
     vec![
         titled(t, "Fan-out 500 with the simulator at 50 ms: throughput"),
         titled(
@@ -266,6 +267,7 @@ fn baseline_flags(r: &RunArgs) -> String {
             Baseline::H2load => "h2load",
             Baseline::NodeApn => "node-apn",
             Baseline::Aioapns => "aioapns",
+            Baseline::Echo => "echo",
             Baseline::None => "none",
         })
         .collect();

@@ -126,6 +126,20 @@ fn latency(r: &RunReport, rate: f64, s: &mut String) {
             yes(overhead < 5.0)
         );
     }
+    let Some(Ok(e)) = &r.echo else { return };
+    let mut base = e.tracker.latencies_us.clone();
+    if let (Some(g), Some(b)) = (percentiles(&mut lat), percentiles(&mut base)) {
+        let overhead = (f64::from(g[2]) - f64::from(b[2])) / 1e3;
+        let _ = writeln!(
+            s,
+            "| 50 ms latency, {} recipient(s) per job: gateway p99 overhead < 5 ms (gateway p99 minus the broker round trip's p99, same rate, same 50 ms) | {:.1} ms - {:.1} ms = {:.1} ms | {} |",
+            r.recipients,
+            f64::from(g[2]) / 1e3,
+            f64::from(b[2]) / 1e3,
+            overhead,
+            yes(overhead < 5.0)
+        );
+    }
 }
 
 fn mix(r: &RunReport, s: &mut String) {

@@ -28,6 +28,9 @@ struct Entry<'a> {
     status: Cow<'a, str>,
     #[serde(borrow, default)]
     code: Option<Cow<'a, str>>,
+    /// The gateway's own measure of the provider exchange, ms.
+    #[serde(default)]
+    latency_ms: Option<u64>,
 }
 
 /// When each job was published, in nanoseconds since the run's epoch
@@ -82,6 +85,10 @@ pub struct Tracker {
     pub retry_recipients: u64,
     /// Publish-to-result latency of each final entry, microseconds.
     pub latencies_us: Vec<u32>,
+    /// The provider exchange of each final entry as the gateway timed it
+    /// (`latency_ms`), microseconds: the end-to-end latency minus this is
+    /// the gateway's and the broker's share.
+    pub provider_us: Vec<u32>,
     pub first: Option<Instant>,
     pub last: Option<Instant>,
     pub messages: u64,
@@ -103,6 +110,7 @@ impl Tracker {
             retry_jobs: 0,
             retry_recipients: 0,
             latencies_us: Vec::with_capacity(bits.min(4_000_000)),
+            provider_us: Vec::with_capacity(bits.min(4_000_000)),
             first: None,
             last: None,
             messages: 0,
@@ -176,6 +184,10 @@ impl Tracker {
             let us = at.saturating_sub(sent) / 1000;
             self.latencies_us
                 .push(u32::try_from(us).unwrap_or(u32::MAX));
+            if let Some(ms) = e.latency_ms {
+                let us = ms.saturating_mul(1000);
+                self.provider_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
         }
         self.first.get_or_insert(now);
         self.last = Some(now);
