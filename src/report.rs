@@ -4,6 +4,8 @@
 //! recipients of one job; [`TokenFeedback`] carries the tokens whose code has
 //! class `token`, so that app teams can forget them.
 
+pub mod json;
+
 use std::borrow::Cow;
 use std::time::SystemTime;
 

@@ -161,7 +161,7 @@ async fn publish_groups(
     for (app, (entries, tokens)) in groups {
         let key = report::results_key(&app);
         for msg in report::result_messages(&app, entries) {
-            let body = serde_json::to_vec(&msg)?;
+            let body = report::json::encode(&msg);
             confirms.push(publish(publisher, exchange, &key, &body, FieldTable::default()).await?);
         }
         if !tokens.is_empty() {

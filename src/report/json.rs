@@ -1,0 +1,154 @@
+//! A [`ResultMessage`] written straight to JSON: the hot path's encoder
+//! (one call per published message of up to 1,000 entries).
+//!
+//! serde_json escapes every key and value byte by byte; here the keys are
+//! literals, and a value that needs no escaping (ids, tokens, timestamps,
+//! codes: nearly all of them) is copied as it is. The output is byte for
+//! byte what `serde_json::to_vec` writes for the same message (the tests
+//! compare them), so the result format stays the serde types' in
+//! `report.rs`; a field added there must be added here too, and the
+//! comparison test fails until it is.
+
+use super::{ResultEntry, ResultMessage};
+
+/// The message as JSON, exactly as serde_json encodes it.
+pub fn encode(msg: &ResultMessage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + msg.results.len() * 256);
+    out.extend_from_slice(b"{\"app\":");
+    string(&mut out, &msg.app);
+    out.extend_from_slice(b",\"results\":[");
+    for (i, e) in msg.results.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        entry(&mut out, e);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+fn entry(out: &mut Vec<u8>, e: &ResultEntry) {
+    out.extend_from_slice(b"{\"job_id\":");
+    string(out, &e.job_id);
+    opt_string(out, b",\"campaign\":", e.campaign.as_deref());
+    opt_string(out, b",\"recipient_id\":", e.recipient_id.as_deref());
+    out.extend_from_slice(b",\"platform\":");
+    string(out, e.platform.as_str());
+    opt_string(out, b",\"token\":", e.token.as_deref());
+    out.extend_from_slice(b",\"status\":");
+    string(out, e.status.as_str());
+    opt_string(out, b",\"code\":", e.code.map(|c| c.as_str()));
+    opt_string(out, b",\"label\":", e.label.as_deref());
+    opt_string(out, b",\"class\":", e.class.map(|c| c.as_str()));
+    if let Some(s) = e.provider_status {
+        out.extend_from_slice(b",\"provider_status\":");
+        number(out, u64::from(s));
+    }
+    opt_string(out, b",\"provider_reason\":", e.provider_reason.as_deref());
+    opt_string(out, b",\"provider_id\":", e.provider_id.as_deref());
+    out.extend_from_slice(b",\"attempt\":");
+    number(out, u64::from(e.attempt));
+    out.extend_from_slice(b",\"latency_ms\":");
+    number(out, e.latency_ms);
+    out.extend_from_slice(b",\"ts\":");
+    string(out, &e.ts);
+    out.push(b'}');
+}
+
+fn opt_string(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+    if let Some(v) = value {
+        out.extend_from_slice(key);
+        string(out, v);
+    }
+}
+
+/// A JSON string: copied as is unless it holds a byte serde_json escapes
+/// (a control character, `"` or `\`), which then goes through serde_json.
+fn string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // Writing to a Vec cannot fail; keep the JSON well formed regardless.
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Class, Code, Status};
+    use std::borrow::Cow;
+
+    fn plain() -> ResultEntry {
+        serde_json::from_value(serde_json::json!({
+            "job_id": "j1", "platform": "apns", "status": "delivered",
+            "attempt": 1, "latency_ms": 3, "ts": "2026-12-01T00:00:00.000Z"
+        }))
+        .unwrap()
+    }
+
+    /// Entries with every optional field set or not, odd texts included.
+    fn shapes() -> Vec<ResultEntry> {
+        let mut all = plain();
+        all.campaign = Some("spring \"sale\" \\ \u{1}\u{7f} é ✓".into());
+        all.recipient_id = Some("r0".into());
+        all.token = Some("ab".repeat(32));
+        all.status = Status::Failed;
+        all.code = Some(Code::BadDeviceToken);
+        all.label = Some(Cow::Borrowed("Bad device token"));
+        all.class = Some(Class::Token);
+        all.provider_status = Some(400);
+        all.provider_reason = Some("BadDeviceToken\n".into());
+        all.provider_id = Some("123e4567-e89b-12d3-a456-426614174000".into());
+        all.attempt = u32::MAX;
+        all.latency_ms = u64::MAX;
+        let mut retry = plain();
+        retry.status = Status::Retrying;
+        retry.latency_ms = 0;
+        retry.job_id = "\t".into();
+        vec![plain(), all, retry]
+    }
+
+    #[test]
+    fn encodes_exactly_what_serde_json_does() {
+        for app in ["shop", "a\"pp"] {
+            for n in [0, 1, 3] {
+                let msg = ResultMessage {
+                    app: app.into(),
+                    results: shapes().into_iter().cycle().take(n).collect(),
+                };
+                let ours = encode(&msg);
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&serde_json::to_vec(&msg).unwrap())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        for n in [0, 7, 10, 4_294_967_295, u64::MAX] {
+            let mut out = Vec::new();
+            number(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+}
