@@ -457,17 +457,21 @@ pub fn new_notification_id() -> String {
     let v = fastrand::u128(..);
     let v = (v & !(0xF000u128 << 64)) | (0x4000u128 << 64); // version 4
     let v = (v & !(0xC000u128 << 48)) | (0x8000u128 << 48); // variant 10
-    let mut out = String::with_capacity(36);
-    let mut nibble = 32;
-    for i in 0..36 {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            out.push('-');
-            continue;
+    let mut buf = [0u8; 36];
+    let mut at = 0;
+    for (i, byte) in v.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            buf[at] = b'-';
+            at += 1;
         }
-        nibble -= 1;
-        out.push(char::from(HEX[((v >> (nibble * 4)) & 0xF) as usize]));
+        buf[at] = HEX[usize::from(byte >> 4)];
+        buf[at + 1] = HEX[usize::from(byte & 0xF)];
+        at += 2;
     }
-    out
+    // Always ASCII; the check is one pass over 36 bytes.
+    std::str::from_utf8(&buf)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// Deep-merges `extra` into `base`: objects merge key by key, anything else
