@@ -11,10 +11,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use super::keys::KeyMap;
+
 #[derive(Debug, Default)]
 struct Campaign {
     /// token hash -> hash of the job that claimed it.
-    tokens: HashMap<u64, u64>,
+    tokens: KeyMap<u64>,
     last_used: u64,
     /// Said once that the token cap was reached.
     warned: bool,

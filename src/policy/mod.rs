@@ -13,10 +13,10 @@
 
 pub mod breaker;
 pub mod duplicates;
+pub mod keys;
 pub mod observer;
 pub mod stops;
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use self::duplicates::Duplicates;
 use self::observer::{NoopObserver, Observer};
 use self::stops::StopRegistry;
 use crate::config::{PolicyConfig, ThrottleConfig};
-use crate::job::{Platform, Recipient, Throttle as JobThrottle};
+use crate::job::{Platform, Throttle as JobThrottle};
 use crate::outcome::{Class, Code, Outcome};
 use crate::throttle::clock::{Shutdown, TokioClock};
 use crate::throttle::Throttle;
@@ -73,18 +73,7 @@ pub struct Snapshot {
     pub duplicate_campaigns: usize,
 }
 
-/// A 64-bit hash of a recipient's device token or Web Push endpoint
-/// (deterministic: the same in every process).
-pub fn device_key(r: &Recipient) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    r.platform.as_str().hash(&mut h);
-    match (&r.token, &r.subscription) {
-        (Some(t), _) => t.as_str().hash(&mut h),
-        (None, Some(s)) => s.endpoint.hash(&mut h),
-        (None, None) => {}
-    }
-    h.finish()
-}
+pub use keys::device_key;
 
 fn job_key(job_id: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -96,7 +85,7 @@ fn job_key(job_id: &str) -> u64 {
 pub struct Policy {
     pub throttle: Throttle<TokioClock>,
     pub stops: Arc<StopRegistry>,
-    breakers: HashMap<String, [Breaker; 3]>,
+    breakers: keys::NameMap<[Breaker; 3]>,
     dups: Duplicates,
     settings: Settings,
     observer: Arc<dyn Observer>,

@@ -1,6 +1,7 @@
 //! Policy tests: the verdicts before a send and what answers change.
 
 use super::*;
+use crate::job::Recipient;
 
 fn policy() -> Policy {
     let cfg = PolicyConfig {

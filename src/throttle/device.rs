@@ -3,7 +3,6 @@
 //! reclaimed with governor's `retain_recent` + `shrink_to_fit`. Devices
 //! APNs answered 429 TooManyRequests are held (left alone) for a while.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -16,8 +15,12 @@ use governor::{Quota, RateLimiter};
 
 use super::clock::NanoClock;
 use crate::config::policy::DeviceThrottle;
+use crate::policy::keys::{KeyHasher, KeyMap};
 
-type Keyed<C> = RateLimiter<u64, HashMapStateStore<u64>, C, NoOpMiddleware<Nanos>>;
+type Keyed<C> = RateLimiter<u64, HashMapStateStore<u64, KeyBuild>, C, NoOpMiddleware<Nanos>>;
+
+/// The device keys are hashes already (`policy::keys`): the maps take them as is.
+type KeyBuild = std::hash::BuildHasherDefault<KeyHasher>;
 
 const SHARDS: usize = 16;
 /// Most devices held at once after a 429 (beyond, new holds are skipped).
@@ -39,7 +42,7 @@ pub enum DeviceTurn {
 
 pub struct Devices<C: NanoClock> {
     shards: Vec<Keyed<C>>,
-    holds: Mutex<HashMap<u64, u64>>,
+    holds: Mutex<KeyMap<u64>>,
     /// `holds.len()`, readable without the lock: almost always 0, and then
     /// a lookup skips the lock.
     held: AtomicUsize,
@@ -59,11 +62,13 @@ impl<C: NanoClock> Devices<C> {
         let burst = NonZeroU32::new(cfg.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let q = Quota::with_period(period)?.allow_burst(burst);
         let shards = (0..SHARDS)
-            .map(|_| RateLimiter::hashmap_with_clock(q, clock.clone()))
+            .map(|_| {
+                RateLimiter::hashmap_with_clock_and_hasher(q, clock.clone(), KeyBuild::default())
+            })
             .collect();
         Some(Devices {
             shards,
-            holds: Mutex::new(HashMap::new()),
+            holds: Mutex::new(KeyMap::default()),
             held: AtomicUsize::new(0),
             clock,
             max_wait: cfg.max_wait,
