@@ -1,13 +1,12 @@
 //! The 64-bit keys of device tokens and apps in the policy's and the
-//! throttle's maps, and the hashers those maps use.
+//! throttle's maps, and the hasher those maps use.
 //!
 //! Every notification looks its device up in the device buckets and the
 //! duplicate guard, and its app in the breakers: with the standard
 //! SipHash that was 2.5% of the fan-out profile. A device key is already a
 //! hash, seeded at random per process (so crafted tokens cannot be made to
-//! collide), and the maps take it as it is. App names come from the
-//! config, never from a job, so their map hashes them with a plain
-//! multiplicative hash.
+//! collide), and app names come from the config, never from a job: both
+//! maps use FxHash.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -16,41 +15,29 @@ use std::sync::OnceLock;
 
 use crate::job::Recipient;
 
+/// The hasher of both maps: FxHash, a rotate, a xor and a multiply per
+/// word. Fine for keys no job can choose: device keys (already random per
+/// process) and app names from the config.
+pub type FxBuild = BuildHasherDefault<FxHasher>;
+
 /// A map keyed by a [`device_key`] (or any other well-mixed 64-bit hash).
-pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+pub type KeyMap<V> = HashMap<u64, V, FxBuild>;
 
 /// A map keyed by names from the config (apps): trusted, few, short.
-pub type NameMap<V> = HashMap<String, V, BuildHasherDefault<NameHasher>>;
+pub type NameMap<V> = HashMap<String, V, FxBuild>;
 
-/// Takes a 64-bit key as its hash.
+/// FxHash (rustc's hasher).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct KeyHasher(u64);
+pub struct FxHasher(u64);
 
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by u64 keys; kept well defined for any other.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
     }
 }
 
-/// The multiplier of FxHash (rustc's hasher).
-const K: u64 = 0x517c_c1b7_2722_0a95;
-
-/// FxHash: a multiply and a rotate per word, for trusted keys.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NameHasher(u64);
-
-impl Hasher for NameHasher {
+impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -66,11 +53,9 @@ impl Hasher for NameHasher {
             self.add(u64::from(b));
         }
     }
-}
 
-impl NameHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
     }
 }
 

@@ -15,12 +15,9 @@ use governor::{Quota, RateLimiter};
 
 use super::clock::NanoClock;
 use crate::config::policy::DeviceThrottle;
-use crate::policy::keys::{KeyHasher, KeyMap};
+use crate::policy::keys::{FxBuild, KeyMap};
 
-type Keyed<C> = RateLimiter<u64, HashMapStateStore<u64, KeyBuild>, C, NoOpMiddleware<Nanos>>;
-
-/// The device keys are hashes already (`policy::keys`): the maps take them as is.
-type KeyBuild = std::hash::BuildHasherDefault<KeyHasher>;
+type Keyed<C> = RateLimiter<u64, HashMapStateStore<u64, FxBuild>, C, NoOpMiddleware<Nanos>>;
 
 const SHARDS: usize = 16;
 /// Most devices held at once after a 429 (beyond, new holds are skipped).
@@ -63,7 +60,7 @@ impl<C: NanoClock> Devices<C> {
         let q = Quota::with_period(period)?.allow_burst(burst);
         let shards = (0..SHARDS)
             .map(|_| {
-                RateLimiter::hashmap_with_clock_and_hasher(q, clock.clone(), KeyBuild::default())
+                RateLimiter::hashmap_with_clock_and_hasher(q, clock.clone(), FxBuild::default())
             })
             .collect();
         Some(Devices {
