@@ -124,11 +124,7 @@ pub async fn run_with<D: Deliver>(
     status: Arc<Status>,
     policy: Arc<Policy>,
 ) -> anyhow::Result<()> {
-    config
-        .amqp
-        .url
-        .expose()
-        .parse::<lapin::uri::AMQPUri>()
+    crate::ingest::client::check_url(config.amqp.url.expose())
         .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?;
     let (tx, rx) = watch::channel(false);
     let amqp = Arc::new(config.amqp);

@@ -136,7 +136,7 @@ async fn a_retry_is_routed_to_one_delay_queue_only() {
         .await
         .unwrap();
     }
-    topology::declare(&h.ch, &h.amqp, &retry).await.unwrap();
+    topology::declare_once(&h.amqp, &retry).await.unwrap();
     let mut headers = FieldTable::default();
     headers.insert("pushgate-delay".into(), text(retry.label(1)));
     h.ch.basic_publish(

@@ -118,7 +118,7 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
         .expect("RabbitMQ must answer at AMQP_URL (scripts/ensure-rabbitmq.sh)");
     let ch = conn.create_channel().await.unwrap();
     let retry = RetryPolicy::new(&config.amqp.retry);
-    topology::declare(&ch, &config.amqp, &retry).await.unwrap();
+    topology::declare_once(&config.amqp, &retry).await.unwrap();
     let tap = format!("{prefix}.tap");
     ch.queue_declare(
         tap.as_str().into(),

@@ -12,13 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::ConfirmSelectOptions;
-use lapin::uri::AMQPUri;
-use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::batch::ResultBatcher;
+use super::client::{self, Connection};
 use super::control::Listener;
 use super::handle::SessionCtx;
 use super::retry::RetryPolicy;
@@ -64,21 +62,15 @@ pub fn queue_permits(inputs: &[InputQueue], max_in_flight: usize) -> Vec<Arc<Sem
         .collect()
 }
 
-async fn connect(amqp: &AmqpConfig) -> Result<Connection, IngestError> {
-    let mut uri: AMQPUri = amqp
-        .url
-        .expose()
-        .parse()
-        .map_err(|e: String| IngestError::Task(format!("amqp.url: {e}")))?;
-    if uri.query.heartbeat.is_none() {
-        uri.query.heartbeat = Some(u16::try_from(amqp.heartbeat.as_secs()).unwrap_or(u16::MAX));
-    }
-    let props =
-        ConnectionProperties::default().with_connection_name(amqp.connection_name.as_str().into());
-    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props))
-        .await
-        .map_err(|_| IngestError::ConnectTimeout)?
-        .map_err(IngestError::from)
+/// Opens a connection named `name` with the configured heartbeat.
+pub(super) async fn connect(amqp: &AmqpConfig, name: &str) -> Result<Connection, IngestError> {
+    let open = client::Open {
+        url: amqp.url.expose(),
+        name,
+        heartbeat: Some(amqp.heartbeat),
+        timeout: CONNECT_TIMEOUT,
+    };
+    Ok(Connection::open(open).await?)
 }
 
 /// Runs one session until shutdown (`Ok`) or a broker fault (`Err`).
@@ -88,7 +80,7 @@ pub async fn session<D: Deliver>(
 ) -> Result<(), IngestError> {
     let mut stop = shutdown.clone();
     let conn = tokio::select! {
-        c = connect(&base.amqp) => c?,
+        c = connect(&base.amqp, &base.amqp.connection_name) => c?,
         _ = stopped(&mut stop) => return Ok(()),
     };
     base.status.broker_connected.store(true, Ordering::SeqCst);
@@ -96,7 +88,7 @@ pub async fn session<D: Deliver>(
     let result = run_connected(base, &conn, shutdown).await;
     base.status.ready.store(false, Ordering::SeqCst);
     base.status.broker_connected.store(false, Ordering::SeqCst);
-    if conn.status().connected() {
+    if conn.is_connected() {
         if let Err(e) = super::close_connection(&conn, "pushgate session end").await {
             tracing::debug!(error = %e, "closing the broker connection");
         }
@@ -109,12 +101,10 @@ async fn run_connected<D: Deliver>(
     conn: &Connection,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
-    let setup = conn.create_channel().await?;
+    let setup = conn.channel().await?;
     topology::declare(&setup, &base.amqp, &base.retry).await?;
-    let publisher = conn.create_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let publisher = conn.channel().await?;
+    publisher.confirm_select().await?;
     // Stops first: the control stream is replayed before any job is consumed.
     let listener =
         Listener::start(conn, &base.amqp, Arc::clone(&base.policy.stops), &publisher).await?;

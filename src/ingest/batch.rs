@@ -19,11 +19,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lapin::options::BasicPublishOptions;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::client::{Channel, Confirm, Props};
 use super::IngestError;
 use crate::report::{self, ResultEntry, TokenEntry, TokenFeedback};
 
@@ -156,56 +154,38 @@ async fn publish_groups(
     publisher: &Channel,
     exchange: &str,
     groups: Groups,
-) -> Result<Vec<PublisherConfirm>, IngestError> {
+) -> Result<Vec<Confirm>, IngestError> {
     let mut confirms = Vec::new();
     for (app, (entries, tokens)) in groups {
         let key = report::results_key(&app);
         for msg in report::result_messages(&app, entries) {
             let body = report::json::encode(&msg);
-            confirms.push(publish(publisher, exchange, &key, &body, FieldTable::default()).await?);
+            confirms.push(
+                publisher
+                    .publish(exchange, &key, &body, Props::default())
+                    .await?,
+            );
         }
         if !tokens.is_empty() {
             let key = report::token_key(&app);
             let body = serde_json::to_vec(&TokenFeedback { app, tokens })?;
-            confirms.push(publish(publisher, exchange, &key, &body, FieldTable::default()).await?);
+            confirms.push(
+                publisher
+                    .publish(exchange, &key, &body, Props::default())
+                    .await?,
+            );
         }
     }
     Ok(confirms)
 }
 
-/// Publishes one persistent JSON message (publisher confirms on `publisher`).
-pub(super) async fn publish(
-    publisher: &Channel,
-    exchange: &str,
-    key: &str,
-    body: &[u8],
-    headers: FieldTable,
-) -> Result<PublisherConfirm, lapin::Error> {
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    publisher
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await
-}
-
 /// Waits for the broker's confirms and answers every submitter.
-async fn confirmed(
-    confirms: Vec<PublisherConfirm>,
-    waiters: Vec<oneshot::Sender<Result<bool, String>>>,
-) {
+async fn confirmed(confirms: Vec<Confirm>, waiters: Vec<oneshot::Sender<Result<bool, String>>>) {
     let mut answer = Ok(true);
     for c in confirms {
-        match c.await {
-            Ok(conf) if conf.is_ack() => {}
-            Ok(_) => answer = answer.map(|_| false),
+        match c.wait().await {
+            Ok(true) => {}
+            Ok(false) => answer = answer.map(|_| false),
             Err(e) => answer = Err(e.to_string()),
         }
     }

@@ -18,15 +18,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use serde_json::{Map, Value};
 
+use super::client::{Channel, Connection, Consumer, ExchangeKind, Props, QueueOpts, Table};
 use super::IngestError;
 use crate::config::AmqpConfig;
 use crate::policy::stops::StopRegistry;
@@ -82,25 +76,15 @@ fn epoch_secs(t: SystemTime) -> u64 {
 /// existing stream is left as it is (a changed `control_remember` would
 /// otherwise fail the declaration: change a live stream with a policy).
 pub async fn declare(conn: &Connection, amqp: &AmqpConfig) -> Result<(), IngestError> {
-    let ch = conn.create_channel().await?;
-    ch.exchange_declare(
-        amqp.control_exchange.as_str().into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    let name = amqp.control_queue.as_str();
+    let ch = conn.channel().await?;
+    ch.declare_exchange(&amqp.control_exchange, ExchangeKind::Fanout)
+        .await?;
     let ch = declare_stream(conn, ch, amqp).await?;
-    ch.queue_bind(
-        name.into(),
-        amqp.control_exchange.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    ch.bind_queue(
+        &amqp.control_queue,
+        &amqp.control_exchange,
+        "",
+        Table::new(),
     )
     .await?;
     let _ = super::close_channel(&ch, "declared").await;
@@ -113,57 +97,37 @@ async fn declare_stream(
     ch: Channel,
     amqp: &AmqpConfig,
 ) -> Result<Channel, IngestError> {
-    let passive = QueueDeclareOptions {
+    let passive = QueueOpts {
         passive: true,
-        ..QueueDeclareOptions::default()
+        ..QueueOpts::default()
     };
     let name = amqp.control_queue.as_str();
-    if ch
-        .queue_declare(name.into(), passive, FieldTable::default())
-        .await
-        .is_ok()
-    {
+    if ch.declare_queue(name, passive, Table::new()).await.is_ok() {
         return Ok(ch);
     }
     // The failed passive declare closed that channel.
-    let ch = conn.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), text("stream"));
+    let ch = conn.channel().await?;
     let age = format!("{}s", amqp.control_remember.as_secs().max(1));
-    args.insert("x-max-age".into(), text(&age));
-    args.insert(
-        "x-stream-max-segment-size-bytes".into(),
-        AMQPValue::LongLongInt(SEGMENT_BYTES),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    ch.queue_declare(name.into(), durable, args).await?;
+    let args = Table::new()
+        .text("x-queue-type", "stream")
+        .text("x-max-age", &age)
+        .int("x-stream-max-segment-size-bytes", SEGMENT_BYTES);
+    ch.declare_queue(name, QueueOpts::durable(), args).await?;
     Ok(ch)
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes()))
 }
 
 /// Publishes `msg` on `ch` (in confirm mode) and waits for the broker's ack.
 pub async fn publish_on(ch: &Channel, exchange: &str, msg: &Control) -> Result<(), IngestError> {
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_timestamp(epoch_secs(SystemTime::now()));
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            &msg.body(),
-            props,
-        )
+    let props = Props {
+        timestamp: Some(epoch_secs(SystemTime::now())),
+        ..Props::default()
+    };
+    let acked = ch
+        .publish(exchange, "", &msg.body(), props)
         .await?
+        .wait()
         .await?;
-    if confirm.is_ack() {
+    if acked {
         Ok(())
     } else {
         Err(IngestError::Task(format!(
@@ -184,17 +148,11 @@ impl Publisher {
     /// Connects, declares the control topology (so that a stop published
     /// while no replica runs is still in the stream) and opens a confirm channel.
     pub async fn connect(amqp: &AmqpConfig) -> Result<Publisher, IngestError> {
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("{}-control", amqp.connection_name).into());
-        let conn = tokio::time::timeout(
-            Duration::from_secs(15),
-            Connection::connect(amqp.url.expose(), props),
-        )
-        .await
-        .map_err(|_| IngestError::ConnectTimeout)??;
+        let name = format!("{}-control", amqp.connection_name);
+        let conn = super::amqp::connect(amqp, &name).await?;
         declare(&conn, amqp).await?;
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let ch = conn.channel().await?;
+        ch.confirm_select().await?;
         Ok(Publisher {
             conn,
             ch,
@@ -246,25 +204,14 @@ impl Listener {
         publisher: &Channel,
     ) -> Result<Listener, IngestError> {
         declare(conn, amqp).await?;
-        let channel = conn.create_channel().await?;
-        channel.basic_qos(256, BasicQosOptions::default()).await?;
+        let channel = conn.channel().await?;
+        channel.qos(256).await?;
         let from = SystemTime::now()
             .checked_sub(amqp.control_remember)
             .unwrap_or(UNIX_EPOCH);
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-stream-offset".into(),
-            AMQPValue::Timestamp(epoch_secs(from)),
-        );
+        let args = Table::new().timestamp("x-stream-offset", epoch_secs(from));
         let tag = format!("pushgate-control-{:08x}", fastrand::u32(..));
-        let consumer = channel
-            .basic_consume(
-                amqp.control_queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                args,
-            )
-            .await?;
+        let consumer = channel.consume(&amqp.control_queue, &tag, args).await?;
         let mut listener = Listener {
             channel,
             consumer,
@@ -305,7 +252,6 @@ impl Listener {
         };
         let msg = Control::parse(&delivery.data);
         let at = delivery
-            .properties
             .timestamp()
             .map_or_else(SystemTime::now, |s| UNIX_EPOCH + Duration::from_secs(s));
         match &msg {
@@ -321,7 +267,7 @@ impl Listener {
             }
         }
         // Stream consumers ack to get more credit; nothing is removed.
-        delivery.ack(BasicAckOptions::default()).await?;
+        self.channel.ack(delivery.tag, false).await?;
         Ok(msg)
     }
 

@@ -3,16 +3,9 @@
 //! batch goes to the dead queue with the reason in its headers and is acked:
 //! never a crash, never a loop.
 
-use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, Consumer};
 use tokio::sync::watch;
 
+use super::client::{Channel, Connection, Consumer, Delivery, Props, Table};
 use super::decode::headers;
 use super::IngestError;
 use crate::app::stopped;
@@ -36,31 +29,18 @@ pub struct EventConsumer {
     _gauge: ConsumerGauge,
 }
 
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes()))
-}
-
 impl EventConsumer {
     pub async fn start(
         conn: &Connection,
         amqp: &AmqpConfig,
         sink: EventSink,
     ) -> Result<EventConsumer, IngestError> {
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await?;
+        let channel = conn.channel().await?;
+        channel.confirm_select().await?;
+        channel.qos(PREFETCH).await?;
         let tag = format!("pushgate-events-{:08x}", fastrand::u32(..));
         let consumer = channel
-            .basic_consume(
-                amqp.events_queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .consume(&amqp.events_queue, &tag, Table::new())
             .await?;
         let gauge = sink.telemetry().metrics.consumer(&amqp.events_queue);
         Ok(EventConsumer {
@@ -96,26 +76,17 @@ impl EventConsumer {
         if let Err(r) = self.sink.ingest(&d.data) {
             tracing::warn!(queue = %self.queue, reason = r.reason, detail = %r.detail,
                 "bad event batch dead-lettered");
-            let mut h = FieldTable::default();
-            h.insert(headers::REASON.into(), text(DEAD_REASON));
-            h.insert(headers::DETAIL.into(), text(&truncate(&r.to_string())));
-            h.insert(headers::ORIGIN.into(), text(&self.queue));
-            let props = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2)
-                .with_headers(h);
-            let confirm = self
+            let h = Table::new()
+                .text(headers::REASON, DEAD_REASON)
+                .text(headers::DETAIL, &truncate(&r.to_string()))
+                .text(headers::ORIGIN, &self.queue);
+            let acked = self
                 .channel
-                .basic_publish(
-                    "".into(),
-                    self.dead_queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &d.data,
-                    props,
-                )
+                .publish("", &self.dead_queue, &d.data, Props::headers(h))
                 .await?
+                .wait()
                 .await?;
-            if !confirm.is_ack() {
+            if !acked {
                 // Not dead-lettered: leave it unacked; the channel's close requeues it.
                 return Err(IngestError::Task(
                     "the broker refused a dead letter of the events queue".into(),
@@ -123,7 +94,7 @@ impl EventConsumer {
             }
             self.sink.telemetry().metrics.dead_lettered(DEAD_REASON);
         }
-        d.ack(BasicAckOptions::default()).await?;
+        self.channel.ack(d.tag, false).await?;
         Ok(())
     }
 }

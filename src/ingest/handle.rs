@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
-use lapin::message::Delivery;
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, PublisherConfirm};
 use tokio::sync::Semaphore;
 
 use super::acks::Disposition;
 use super::batch::ResultBatcher;
+use super::client::{Channel, Confirm, Delivery, Props, Table};
 use super::decode::{decode, headers, BadJob, Decoded, JobHeaders};
 use super::IngestError;
 use crate::app::Status;
@@ -52,7 +50,7 @@ pub async fn handle<D: Deliver>(
     queue: &QueueCtx,
     delivery: &Delivery,
 ) -> Result<Disposition, IngestError> {
-    let h = read_headers(&delivery.properties);
+    let h = read_headers(delivery);
     match decode(&delivery.data, &h, &s.apps, SystemTime::now()) {
         Decoded::Bad(bad) => handle_bad(s, queue, delivery, &h, bad).await,
         Decoded::Run(run) => {
@@ -78,15 +76,15 @@ pub async fn handle_guarded<D: Deliver>(
         Err(panic) => panic,
     };
     let what = panic_message(panic.as_ref());
-    let h = read_headers(&delivery.properties);
+    let h = read_headers(delivery);
     let job_id = h.job_id.as_deref().unwrap_or("unknown");
     tracing::error!(queue = %queue.name, job_id, panic = %what,
         "a job panicked (a pushgate bug); dead-lettered as internal-error");
-    let mut dead = FieldTable::default();
-    dead.insert(headers::REASON.into(), text("internal-error"));
-    dead.insert(headers::DETAIL.into(), text(truncate(&what)));
-    dead.insert(headers::JOB_ID.into(), text(job_id));
-    dead.insert(headers::ORIGIN.into(), text(&queue.name));
+    let dead = Table::new()
+        .text(headers::REASON, "internal-error")
+        .text(headers::DETAIL, truncate(&what))
+        .text(headers::JOB_ID, job_id)
+        .text(headers::ORIGIN, &queue.name);
     let confirm = publish(s, "", &s.amqp.dead_queue, &delivery.data, dead).await?;
     let disposition = await_confirms(vec![confirm]).await?;
     if disposition == Disposition::Ack {
@@ -116,25 +114,23 @@ async fn publish_settled<D: Deliver>(
     let policy = s.dispatcher.retry_policy();
     let mut retried = 0;
     for (idx, recipients) in &settled.retries {
-        let mut h = carry(run, &queue.name, run.attempt + 1);
-        h.insert(headers::DELAY.into(), text(policy.label(*idx)));
+        let h = carry(run, &queue.name, run.attempt + 1).text(headers::DELAY, policy.label(*idx));
         let body = serde_json::to_vec(&sub_job(&run.job, recipients))?;
         confirms.push(publish(s, &s.amqp.retry.exchange, &queue.name, &body, h).await?);
         retried += recipients.len();
     }
     // Held back by the policy: the same attempt comes back.
     for (idx, recipients) in &settled.deferred {
-        let mut h = carry(run, &queue.name, run.attempt);
-        h.insert(headers::DELAY.into(), text(policy.label(*idx)));
+        let h = carry(run, &queue.name, run.attempt).text(headers::DELAY, policy.label(*idx));
         let body = serde_json::to_vec(&sub_job(&run.job, recipients))?;
         confirms.push(publish(s, &s.amqp.retry.exchange, &queue.name, &body, h).await?);
         retried += recipients.len();
     }
     if !settled.exhausted.is_empty() {
-        let mut h = carry(run, &queue.name, run.attempt);
-        h.insert(headers::REASON.into(), text("max-attempts"));
         let detail = format!("retries ran out after attempt {}", run.attempt);
-        h.insert(headers::DETAIL.into(), text(&detail));
+        let h = carry(run, &queue.name, run.attempt)
+            .text(headers::REASON, "max-attempts")
+            .text(headers::DETAIL, &detail);
         let body = serde_json::to_vec(&sub_job(&run.job, &settled.exhausted))?;
         confirms.push(publish(s, "", &s.amqp.dead_queue, &body, h).await?);
     }
@@ -212,11 +208,11 @@ async fn handle_bad<D: Deliver>(
         None => Disposition::Ack,
     };
     let mut confirms = Vec::new();
-    let mut dead = FieldTable::default();
-    dead.insert(headers::REASON.into(), text(bad.reason));
-    dead.insert(headers::DETAIL.into(), text(truncate(&bad.detail)));
-    dead.insert(headers::JOB_ID.into(), text(&bad.job_id));
-    dead.insert(headers::ORIGIN.into(), text(&queue.name));
+    let dead = Table::new()
+        .text(headers::REASON, bad.reason)
+        .text(headers::DETAIL, truncate(&bad.detail))
+        .text(headers::JOB_ID, &bad.job_id)
+        .text(headers::ORIGIN, &queue.name);
     confirms.push(publish(s, "", &s.amqp.dead_queue, &delivery.data, dead).await?);
     let disposition = await_confirms(confirms).await?.and(results);
     if disposition == Disposition::Ack {
@@ -247,16 +243,18 @@ async fn publish<D>(
     exchange: &str,
     key: &str,
     body: &[u8],
-    headers: FieldTable,
-) -> Result<PublisherConfirm, lapin::Error> {
-    super::batch::publish(&s.publisher, exchange, key, body, headers).await
+    headers: Table,
+) -> Result<Confirm, super::client::Error> {
+    s.publisher
+        .publish(exchange, key, body, Props::headers(headers))
+        .await
 }
 
 /// Ack when every publish is confirmed; requeue when the broker refused one.
-async fn await_confirms(confirms: Vec<PublisherConfirm>) -> Result<Disposition, IngestError> {
+async fn await_confirms(confirms: Vec<Confirm>) -> Result<Disposition, IngestError> {
     let mut disposition = Disposition::Ack;
     for confirm in confirms {
-        if !confirm.await?.is_ack() {
+        if !confirm.wait().await? {
             disposition = Disposition::Requeue;
         }
     }
@@ -274,31 +272,20 @@ fn sub_job(job: &Job, recipients: &[usize]) -> Job {
 }
 
 /// Headers a retry or dead letter carries on.
-fn carry(run: &JobRun, origin: &str, attempt: u32) -> FieldTable {
-    let mut h = FieldTable::default();
-    h.insert(
-        headers::ATTEMPT.into(),
-        AMQPValue::LongLongInt(i64::from(attempt)),
-    );
-    h.insert(headers::JOB_ID.into(), text(&run.job_id));
-    h.insert(
-        headers::FIRST_RECEIVED.into(),
-        AMQPValue::LongLongInt(epoch_ms(run.first_received)),
-    );
+fn carry(run: &JobRun, origin: &str, attempt: u32) -> Table {
+    let mut h = Table::new()
+        .int(headers::ATTEMPT, i64::from(attempt))
+        .text(headers::JOB_ID, &run.job_id)
+        .int(headers::FIRST_RECEIVED, epoch_ms(run.first_received));
     if let Some(e) = run.expires {
-        h.insert(headers::EXPIRES.into(), AMQPValue::LongLongInt(epoch_ms(e)));
+        h = h.int(headers::EXPIRES, epoch_ms(e));
     }
-    h.insert(headers::ORIGIN.into(), text(origin));
-    h
+    h.text(headers::ORIGIN, origin)
 }
 
 fn epoch_ms(t: SystemTime) -> i64 {
     let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes()))
 }
 
 fn truncate(s: &str) -> &str {
@@ -313,45 +300,15 @@ fn truncate(s: &str) -> &str {
 }
 
 /// The pushgate headers of a message.
-pub fn read_headers(props: &BasicProperties) -> JobHeaders {
-    let mut h = JobHeaders {
-        message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
-        ..JobHeaders::default()
-    };
-    let Some(table) = props.headers() else {
-        return h;
-    };
-    let map = table.inner();
-    let get = |k: &str| map.get(k);
-    h.attempt = get(headers::ATTEMPT)
-        .and_then(int)
-        .and_then(|v| u32::try_from(v).ok());
-    h.job_id = get(headers::JOB_ID).and_then(string);
-    h.first_received_ms = get(headers::FIRST_RECEIVED).and_then(int);
-    h.expires_ms = get(headers::EXPIRES).and_then(int);
-    h
-}
-
-fn int(v: &AMQPValue) -> Option<u64> {
-    let n: i128 = match v {
-        AMQPValue::ShortShortInt(n) => (*n).into(),
-        AMQPValue::ShortShortUInt(n) => (*n).into(),
-        AMQPValue::ShortInt(n) => (*n).into(),
-        AMQPValue::ShortUInt(n) => (*n).into(),
-        AMQPValue::LongInt(n) => (*n).into(),
-        AMQPValue::LongUInt(n) => (*n).into(),
-        AMQPValue::LongLongInt(n) => (*n).into(),
-        AMQPValue::Timestamp(n) => (*n).into(),
-        _ => return None,
-    };
-    u64::try_from(n).ok()
-}
-
-fn string(v: &AMQPValue) -> Option<String> {
-    match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
+pub fn read_headers(d: &Delivery) -> JobHeaders {
+    JobHeaders {
+        message_id: d.message_id(),
+        attempt: d
+            .header_int(headers::ATTEMPT)
+            .and_then(|v| u32::try_from(v).ok()),
+        job_id: d.header_text(headers::JOB_ID),
+        first_received_ms: d.header_int(headers::FIRST_RECEIVED),
+        expires_ms: d.header_int(headers::EXPIRES),
     }
 }
 
@@ -372,8 +329,7 @@ mod tests {
             first_received: UNIX_EPOCH + std::time::Duration::from_millis(5_000),
             expires: Some(UNIX_EPOCH + std::time::Duration::from_millis(65_000)),
         };
-        let props = BasicProperties::default().with_headers(carry(&run, "q", 2));
-        let h = read_headers(&props);
+        let h = read_headers(&Delivery::with_headers(carry(&run, "q", 2)));
         assert_eq!(h.attempt, Some(2));
         assert_eq!(h.job_id.as_deref(), Some("j-9"));
         assert_eq!(h.first_received_ms, Some(5_000));

@@ -10,12 +10,10 @@
 //! - the dead queue and the results topic exchange;
 //! - the events queue (impression and click batches from apps).
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
-
+use super::client::{Channel, Error, ExchangeKind, QueueOpts, Table};
 use super::decode::headers;
 use super::retry::RetryPolicy;
+use super::IngestError;
 use crate::config::{AmqpConfig, QueueType};
 
 /// Every queue and exchange name pushgate declares (tests delete them).
@@ -37,62 +35,35 @@ pub fn names(cfg: &AmqpConfig, retry: &RetryPolicy) -> Names {
     }
 }
 
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    }
-}
-
-fn exchange_durable() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    }
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes()))
+/// Connects, declares everything and disconnects: for tools and tests
+/// that need the topology without a running daemon.
+pub async fn declare_once(cfg: &AmqpConfig, retry: &RetryPolicy) -> Result<(), IngestError> {
+    let conn = super::amqp::connect(cfg, &format!("{}-declare", cfg.connection_name)).await?;
+    let ch = conn.channel().await?;
+    let declared = declare(&ch, cfg, retry).await;
+    let _ = super::close_connection(&conn, "declared").await;
+    Ok(declared?)
 }
 
 /// Declares everything; idempotent, so it runs on every (re)connect.
-pub async fn declare(
-    ch: &Channel,
-    cfg: &AmqpConfig,
-    retry: &RetryPolicy,
-) -> Result<(), lapin::Error> {
-    ch.exchange_declare(
-        cfg.results_exchange.as_str().into(),
-        ExchangeKind::Topic,
-        exchange_durable(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        cfg.retry.exchange.as_str().into(),
-        ExchangeKind::Headers,
-        exchange_durable(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_declare(
-        cfg.dead_queue.as_str().into(),
-        durable(),
-        FieldTable::default(),
-    )
-    .await?;
+pub async fn declare(ch: &Channel, cfg: &AmqpConfig, retry: &RetryPolicy) -> Result<(), Error> {
+    ch.declare_exchange(&cfg.results_exchange, ExchangeKind::Topic)
+        .await?;
+    ch.declare_exchange(&cfg.retry.exchange, ExchangeKind::Headers)
+        .await?;
+    ch.declare_queue(&cfg.dead_queue, QueueOpts::durable(), Table::new())
+        .await?;
     for name in cfg
         .inputs
         .iter()
         .map(|q| &q.name)
         .chain([&cfg.events_queue])
     {
-        let mut args = FieldTable::default();
+        let mut args = Table::new();
         if cfg.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), text("quorum"));
+            args = args.text("x-queue-type", "quorum");
         }
-        ch.queue_declare(name.as_str().into(), durable(), args)
-            .await?;
+        ch.declare_queue(name, QueueOpts::durable(), args).await?;
     }
     for i in 0..retry.len() {
         declare_delay_queue(ch, cfg, retry, i).await?;
@@ -105,38 +76,27 @@ async fn declare_delay_queue(
     cfg: &AmqpConfig,
     retry: &RetryPolicy,
     i: usize,
-) -> Result<(), lapin::Error> {
+) -> Result<(), Error> {
     let ttl = i64::try_from(retry.delay(i).as_millis()).unwrap_or(i64::MAX);
-    let mut args = FieldTable::default();
-    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-    args.insert("x-dead-letter-exchange".into(), text(""));
-    ch.queue_declare(retry.queue(i).into(), durable(), args)
+    let args = Table::new()
+        .int("x-message-ttl", ttl)
+        .text("x-dead-letter-exchange", "");
+    ch.declare_queue(retry.queue(i), QueueOpts::durable(), args)
         .await?;
-    let mut bind = FieldTable::default();
     // The header has no `x-` prefix: `x-match: all` skips `x-` keys.
-    bind.insert("x-match".into(), text("all"));
-    bind.insert(headers::DELAY.into(), text(retry.label(i)));
-    ch.queue_bind(
-        retry.queue(i).into(),
-        cfg.retry.exchange.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        bind,
-    )
-    .await?;
+    let bind = Table::new()
+        .text("x-match", "all")
+        .text(headers::DELAY, retry.label(i));
+    ch.bind_queue(retry.queue(i), &cfg.retry.exchange, "", bind)
+        .await?;
     // Earlier builds bound with `x-pushgate-delay`, which RabbitMQ does
     // not match on (it skips `x-` headers), so it took every retry. Remove
     // it from brokers an older pushgate declared on (no-op otherwise).
-    let mut legacy = FieldTable::default();
-    legacy.insert("x-match".into(), text("all"));
-    legacy.insert(LEGACY_DELAY.into(), text(retry.label(i)));
-    ch.queue_unbind(
-        retry.queue(i).into(),
-        cfg.retry.exchange.as_str().into(),
-        "".into(),
-        legacy,
-    )
-    .await
+    let legacy = Table::new()
+        .text("x-match", "all")
+        .text(LEGACY_DELAY, retry.label(i));
+    ch.unbind_queue(retry.queue(i), &cfg.retry.exchange, "", legacy)
+        .await
 }
 
 /// The routing header of older releases (see [`declare_delay_queue`]).

@@ -7,15 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use super::acks::{AckTracker, Disposition};
+use super::client::{Channel, Connection, Consumer, Delivery, Table};
 use super::handle::{handle_guarded, QueueCtx, SessionCtx};
 use super::IngestError;
 use crate::app::stopped;
@@ -51,19 +48,10 @@ impl<D: Deliver> Worker<D> {
         n: u16,
         permits: &Arc<Semaphore>,
     ) -> Result<Worker<D>, IngestError> {
-        let channel = conn.create_channel().await?;
-        channel
-            .basic_qos(input.prefetch, BasicQosOptions::default())
-            .await?;
+        let channel = conn.channel().await?;
+        channel.qos(input.prefetch).await?;
         let tag = format!("pushgate-{}-{n}-{:08x}", input.name, fastrand::u32(..));
-        let consumer = channel
-            .basic_consume(
-                input.name.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = channel.consume(&input.name, &tag, Table::new()).await?;
         let metrics = &ctx.status.telemetry.metrics;
         let counters = metrics.queue(&input.name);
         let consumer_gauge = metrics.consumer(&input.name);
@@ -112,8 +100,8 @@ impl<D: Deliver> Worker<D> {
         self.drain(drain).await
     }
 
-    fn spawn(&mut self, delivery: lapin::message::Delivery) {
-        let tag = delivery.delivery_tag;
+    fn spawn(&mut self, delivery: Delivery) {
+        let tag = delivery.tag;
         self.acks.received(tag);
         let st = &self.ctx.status;
         st.jobs_received.fetch_add(1, Ordering::Relaxed);
@@ -177,22 +165,11 @@ impl<D: Deliver> Worker<D> {
             let st = &self.ctx.status;
             match settle.disposition {
                 Disposition::Ack => {
-                    self.channel
-                        .basic_ack(
-                            settle.tag,
-                            BasicAckOptions {
-                                multiple: settle.multiple,
-                            },
-                        )
-                        .await?;
+                    self.channel.ack(settle.tag, settle.multiple).await?;
                     st.ack_frames.fetch_add(1, Ordering::Relaxed);
                 }
                 Disposition::Requeue => {
-                    let opts = BasicNackOptions {
-                        multiple: settle.multiple,
-                        requeue: true,
-                    };
-                    self.channel.basic_nack(settle.tag, opts).await?;
+                    self.channel.nack(settle.tag, settle.multiple, true).await?;
                 }
             }
         }
@@ -215,8 +192,8 @@ impl<D: Deliver> Worker<D> {
                 next = self.consumer.next(), if consumer_open => match next {
                     // Arrived after the cancel: give it straight back.
                     Some(Ok(d)) => {
-                        self.acks.received(d.delivery_tag);
-                        self.acks.finished(d.delivery_tag, Disposition::Requeue);
+                        self.acks.received(d.tag);
+                        self.acks.finished(d.tag, Disposition::Requeue);
                         self.ctx.status.jobs_requeued.fetch_add(1, Ordering::Relaxed);
                         self.counters.requeued.inc();
                     }

@@ -222,7 +222,10 @@ impl Harness {
                 .chain([amqp.control_exchange.clone()])
                 .collect(),
         };
-        topology::declare(&ch, &amqp, &retry).await.unwrap();
+        // Declared on the harness's broker even when `tweak` points the daemon elsewhere.
+        let mut here = amqp.clone();
+        here.url = Secret::new(amqp_url());
+        topology::declare_once(&here, &retry).await.unwrap();
         ch.queue_declare(
             tap_name.as_str().into(),
             QueueDeclareOptions::default(),

@@ -6,18 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use super::Tally;
 use crate::app::{self, Status};
 use crate::config::Config;
 use crate::dispatch::gateway::Gateway;
+use crate::ingest::client::{self, Channel, Connection, Consumer, Props, QueueOpts, Table};
 use crate::ingest::retry::RetryPolicy;
 use crate::ingest::{close_connection, topology, CLOSE_TIMEOUT};
 use crate::job::Job;
@@ -28,10 +22,9 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether something accepts TCP at the URL's host and port (1 s).
 pub async fn answers(url: &str) -> bool {
-    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
+    let Some(addr) = client::host_port(url) else {
         return false;
     };
-    let addr = format!("{}:{}", uri.authority.host, uri.authority.port);
     matches!(
         tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
         Ok(Ok(_))
@@ -45,7 +38,7 @@ pub struct BrokerDemo {
     ch: Channel,
     amqp: crate::config::AmqpConfig,
     retry: RetryPolicy,
-    tap: lapin::Consumer,
+    tap: Consumer,
     stop: tokio::sync::oneshot::Sender<()>,
     daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// The daemon's drain deadline (bounds the wait for it to stop).
@@ -62,10 +55,15 @@ pub async fn start(
 ) -> anyhow::Result<BrokerDemo> {
     let amqp = config.amqp.clone();
     let drain = config.daemon.drain_timeout;
-    let conn = Connection::connect(amqp.url.expose(), ConnectionProperties::default())
-        .await
-        .context("connecting to RabbitMQ")?;
-    let ch = conn.create_channel().await?;
+    let conn = Connection::open(client::Open {
+        url: amqp.url.expose(),
+        name: "pushgate-demo",
+        heartbeat: None,
+        timeout: Duration::from_secs(15),
+    })
+    .await
+    .context("connecting to RabbitMQ")?;
+    let ch = conn.channel().await?;
     let retry = RetryPolicy::new(&amqp.retry);
     topology::declare(&ch, &amqp, &retry).await?;
     let tap = tap(&ch, &amqp.results_exchange).await?;
@@ -101,7 +99,7 @@ pub async fn start(
 impl BrokerDemo {
     /// Tallies the final result entries until every recipient has one (or 5 minutes pass).
     pub async fn collect(&mut self, total: usize, done: &AtomicUsize) -> Tally {
-        collect(&mut self.tap, total, done).await
+        collect(&self.ch, &mut self.tap, total, done).await
     }
 
     /// Stops the daemon (drain) and deletes the demo's queues and exchanges.
@@ -124,60 +122,38 @@ impl BrokerDemo {
     }
 }
 
-async fn tap(ch: &Channel, exchange: &str) -> anyhow::Result<lapin::Consumer> {
-    let opts = QueueDeclareOptions {
+async fn tap(ch: &Channel, exchange: &str) -> anyhow::Result<Consumer> {
+    let opts = QueueOpts {
         exclusive: true,
         auto_delete: true,
-        ..Default::default()
+        ..QueueOpts::default()
     };
-    let q = ch
-        .queue_declare("".into(), opts, FieldTable::default())
+    let name = ch.declare_queue("", opts, Table::new()).await?;
+    ch.bind_queue(&name, exchange, "*.results", Table::new())
         .await?;
-    let name = q.name().as_str().to_owned();
-    ch.queue_bind(
-        name.as_str().into(),
-        exchange.into(),
-        "*.results".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(ch
-        .basic_consume(
-            name.as_str().into(),
-            "demo-tap".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?)
+    Ok(ch.consume(&name, "demo-tap", Table::new()).await?)
 }
 
 async fn publish(ch: &Channel, queue: &str, jobs: &[Job]) -> anyhow::Result<()> {
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2);
+    ch.confirm_select().await?;
     let mut confirms = Vec::with_capacity(jobs.len());
     for job in jobs {
         let body = serde_json::to_vec(job)?;
-        confirms.push(
-            ch.basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &body,
-                props.clone(),
-            )
-            .await?,
-        );
+        confirms.push(ch.publish("", queue, &body, Props::default()).await?);
     }
     for c in confirms {
-        c.await.context("RabbitMQ did not confirm a demo job")?;
+        if !c
+            .wait()
+            .await
+            .context("RabbitMQ did not confirm a demo job")?
+        {
+            anyhow::bail!("RabbitMQ refused a demo job");
+        }
     }
     Ok(())
 }
 
-async fn collect(tap: &mut lapin::Consumer, total: usize, done: &AtomicUsize) -> Tally {
+async fn collect(ch: &Channel, tap: &mut Consumer, total: usize, done: &AtomicUsize) -> Tally {
     let mut tally = Tally::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     while tally.finals < total {
@@ -190,7 +166,7 @@ async fn collect(tap: &mut lapin::Consumer, total: usize, done: &AtomicUsize) ->
             msg.results.iter().for_each(|e| tally.add(e));
             done.store(tally.finals, Ordering::Relaxed);
         }
-        let _ = delivery.ack(BasicAckOptions::default()).await;
+        let _ = ch.ack(delivery.tag, false).await;
     }
     tally
 }
@@ -201,13 +177,9 @@ async fn cleanup(ch: &Channel, amqp: &crate::config::AmqpConfig, retry: &RetryPo
     names.queues.push(amqp.control_queue.clone());
     names.exchanges.push(amqp.control_exchange.clone());
     for q in names.queues {
-        let _ = ch
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
+        let _ = ch.delete_queue(&q).await;
     }
     for x in names.exchanges {
-        let _ = ch
-            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
+        let _ = ch.delete_exchange(&x).await;
     }
 }
