@@ -4,7 +4,10 @@
 //! messages/s, the client's CPU per message and the broker's.
 //!
 //! `amqp-probe publish QUEUE N` preloads N 220-byte persistent messages;
-//! `amqp-probe lapin|amqprs QUEUE N` consumes N of them. Measurement code:
+//! `amqp-probe lapin|amqprs QUEUE N` consumes N of them;
+//! `amqp-probe poison QUEUE 2` checks a header that is not UTF-8 (round 4:
+//! amqprs 2.1.5 got 0 of 2 messages and its connection closed, so such a
+//! job would be redelivered into the same failure forever). Measurement code:
 //! it unwraps on purpose and is not built by CI.
 
 use std::time::Instant;
@@ -136,6 +139,49 @@ async fn amqprs_consume(queue: &str, n: u64) {
     }
 }
 
+/// `amqp-probe poison QUEUE 2`: one message whose header holds a long
+/// string that is not UTF-8 (legal AMQP: long strings are bytes), then a
+/// plain one; each client consumes for 5 s and says what it saw.
+async fn poison(queue: &str) {
+    use lapin::options::*;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let conn = lapin::Connection::connect("amqp://127.0.0.1:5672/%2f", Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(queue.into(), durable, Default::default()).await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let mut h = FieldTable::default();
+    h.insert("x-note".into(), AMQPValue::LongString(LongString::from(vec![0xffu8, 0xfe, b'a'])));
+    for props in [
+        lapin::BasicProperties::default().with_headers(h),
+        lapin::BasicProperties::default(),
+    ] {
+        ch.basic_publish("".into(), queue.into(), Default::default(), b"{}", props)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    use amqprs::channel::*;
+    use amqprs::connection::*;
+    let conn = Connection::open(&OpenConnectionArguments::new("127.0.0.1", 5672, "guest", "guest"))
+        .await
+        .unwrap();
+    let ch = conn.open_channel(None).await.unwrap();
+    let (_tag, mut rx) = ch
+        .basic_consume_rx(BasicConsumeArguments::new(queue, "poison"))
+        .await
+        .unwrap();
+    let mut seen = 0;
+    while let Ok(Some(msg)) = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await {
+        seen += 1;
+        println!("amqprs: got message {seen}, headers {:?}", msg.basic_properties.as_ref().and_then(|p| p.headers()));
+    }
+    println!("amqprs: {seen} of 2 messages in 5 s; connection open: {}", conn.is_open());
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let (mode, queue, n) = (a[1].as_str(), a[2].clone(), a[3].parse::<u64>().unwrap());
@@ -145,6 +191,10 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        if mode == "poison" {
+            poison(&queue).await;
+            return;
+        }
         if mode == "publish" {
             publish(&queue, n).await;
             return;
