@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_support::{by_recipient, job, Harness, Scripted};
+use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString};
 use pushgate::outcome::{Code, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,5 +213,49 @@ async fn a_panicking_job_is_dead_lettered_once_not_redelivered_forever() {
     assert_eq!(status.dead_lettered.load(Relaxed), 1);
     assert_eq!(status.jobs_acked.load(Relaxed), 2);
     assert!(h.take_input().await.is_empty());
+    h.cleanup().await;
+}
+
+/// Headers are the producer's: text that is not UTF-8 (AMQP long strings
+/// are bytes), byte arrays, and pushgate's own headers with the wrong type
+/// must neither close the connection (the job would come back into the
+/// same failure forever; docs/benchmarks.md round 4 found an AMQP client
+/// that does this) nor lose the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_headers_neither_break_the_session_nor_lose_the_job() {
+    let mut h = Harness::new(|_, _| {}).await;
+    let daemon = h.start(Arc::new(Scripted::default()));
+    let mut odd = FieldTable::default();
+    let not_utf8 = || AMQPValue::LongString(LongString::from(vec![0xff_u8, 0xfe, b'x']));
+    odd.insert("x-note".into(), not_utf8());
+    odd.insert(
+        "x-bytes".into(),
+        AMQPValue::ByteArray(ByteArray::from(vec![0_u8, 1, 2])),
+    );
+    odd.insert("x-pushgate-attempt".into(), not_utf8());
+    odd.insert("x-pushgate-job-id".into(), AMQPValue::Boolean(true));
+    let odd_job = serde_json::to_vec(&job("j-odd", &["ok-odd"])).unwrap();
+    h.publish_with(&odd_job, odd).await;
+    h.publish_job(&job("j-plain", &["ok-plain"])).await;
+
+    let got = h.collect(2, Duration::from_secs(10)).await;
+    let finals = got.finals();
+    let mut jobs: Vec<&str> = finals.iter().map(|e| e.job_id.as_str()).collect();
+    jobs.sort_unstable();
+    assert_eq!(jobs, ["j-odd", "j-plain"]);
+    assert!(finals.iter().all(|e| e.status == Status::Delivered));
+    assert!(
+        finals.iter().all(|e| e.attempt == 1),
+        "a bad attempt header counts as none"
+    );
+
+    let status = Arc::clone(&daemon.status);
+    daemon.shutdown().await.unwrap();
+    assert_eq!(
+        status.sessions.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one broker session: the odd headers did not end it"
+    );
+    assert!(h.take_input().await.is_empty(), "both jobs acked");
     h.cleanup().await;
 }

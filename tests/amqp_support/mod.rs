@@ -320,6 +320,11 @@ impl Harness {
     }
 
     pub async fn publish(&self, body: &[u8]) {
+        self.publish_with(body, FieldTable::default()).await;
+    }
+
+    /// Publishes `body` with the message headers `headers`.
+    pub async fn publish_with(&self, body: &[u8], headers: FieldTable) {
         let confirm = self
             .ch
             .basic_publish(
@@ -327,7 +332,9 @@ impl Harness {
                 self.input().as_str().into(),
                 BasicPublishOptions::default(),
                 body,
-                BasicProperties::default().with_delivery_mode(2),
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
             )
             .await
             .unwrap();
