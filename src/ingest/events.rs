@@ -74,8 +74,10 @@ impl EventConsumer {
 
     async fn handle(&self, d: &Delivery) -> Result<(), IngestError> {
         if let Err(r) = self.sink.ingest(&d.data) {
-            tracing::warn!(queue = %self.queue, reason = r.reason, detail = %r.detail,
-                "bad event batch dead-lettered");
+            if let Some(left_out) = self.sink.telemetry().bad_input_log.admit() {
+                tracing::warn!(queue = %self.queue, reason = r.reason, detail = %r.detail,
+                    left_out, "bad event batch dead-lettered");
+            }
             let h = Table::new()
                 .text(headers::REASON, DEAD_REASON)
                 .text(headers::DETAIL, &truncate(&r.to_string()))

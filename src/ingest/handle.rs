@@ -187,8 +187,10 @@ async fn handle_bad<D: Deliver>(
     h: &JobHeaders,
     bad: BadJob,
 ) -> Result<Disposition, IngestError> {
-    tracing::warn!(queue = %queue.name, reason = bad.reason, job_id = %bad.job_id,
-        detail = %bad.detail, "bad job dead-lettered");
+    if let Some(left_out) = s.status.telemetry.bad_input_log.admit() {
+        tracing::warn!(queue = %queue.name, reason = bad.reason, job_id = %bad.job_id,
+            detail = %bad.detail, left_out, "bad job dead-lettered");
+    }
     let ts = report::timestamp(SystemTime::now());
     let ctx = EntryContext {
         job_id: &bad.job_id,

@@ -28,6 +28,8 @@ pub use self::stats::CampaignStats;
 pub struct Telemetry {
     pub metrics: Metrics,
     pub campaigns: CampaignStats,
+    /// Samples the warning lines of dead-lettered jobs and event batches.
+    pub bad_input_log: logs::LogSampler,
 }
 
 impl Default for Telemetry {
@@ -41,7 +43,11 @@ impl Telemetry {
     pub fn new(max_campaigns: usize) -> Telemetry {
         let metrics = Metrics::new();
         let campaigns = CampaignStats::new(max_campaigns, metrics.clone());
-        Telemetry { metrics, campaigns }
+        Telemetry {
+            metrics,
+            campaigns,
+            bad_input_log: logs::LogSampler::default(),
+        }
     }
 
     /// Counts one job's published results: metrics (under `app`, which must
