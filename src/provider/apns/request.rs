@@ -319,6 +319,15 @@ pub fn build(job: &Job, rendered: &Rendered<'_>, t: Target<'_>) -> Result<Built,
     })
 }
 
+// Built once at compile time: `from_static` at run time checks the name
+// against the standard headers on every call (one request per recipient).
+const APNS_TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+const APNS_PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+const APNS_PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+const APNS_EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
+const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+
 fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
     let mut h = HeaderMap::with_capacity(HEADER_CAPACITY);
     let bad = |what: &str| Refused {
@@ -329,24 +338,24 @@ fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
         Some(v) => v.clone(),
         None => topic_value(t.bundle, job.push_type).map_err(|_| bad("apns-topic"))?,
     };
-    h.insert(HeaderName::from_static("apns-topic"), topic);
+    h.insert(APNS_TOPIC, topic);
     h.insert(
-        HeaderName::from_static("apns-push-type"),
+        APNS_PUSH_TYPE,
         HeaderValue::from_static(push_type_str(job.push_type)),
     );
     h.insert(
-        HeaderName::from_static("apns-priority"),
+        APNS_PRIORITY,
         HeaderValue::from_static(priority_value(job)),
     );
     if let Some(exp) = expiration(job, t.now_unix) {
         h.insert(
-            HeaderName::from_static("apns-expiration"),
+            APNS_EXPIRATION,
             HeaderValue::from(exp),
         );
     }
     if let Some(c) = &job.collapse_key {
         h.insert(
-            HeaderName::from_static("apns-collapse-id"),
+            APNS_COLLAPSE_ID,
             HeaderValue::from_str(c).map_err(|_| bad("collapse_key"))?,
         );
     }
@@ -354,7 +363,7 @@ fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
     // push the headers every request repeats out of the dynamic table.
     let mut id = HeaderValue::from_str(t.apns_id).map_err(|_| bad("apns-id"))?;
     id.set_sensitive(true);
-    h.insert(HeaderName::from_static("apns-id"), id);
+    h.insert(APNS_ID, id);
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (k, v) in job.apns.iter().flat_map(|o| o.headers.iter()) {
         let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
