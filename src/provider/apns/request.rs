@@ -343,15 +343,9 @@ fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
         APNS_PUSH_TYPE,
         HeaderValue::from_static(push_type_str(job.push_type)),
     );
-    h.insert(
-        APNS_PRIORITY,
-        HeaderValue::from_static(priority_value(job)),
-    );
+    h.insert(APNS_PRIORITY, HeaderValue::from_static(priority_value(job)));
     if let Some(exp) = expiration(job, t.now_unix) {
-        h.insert(
-            APNS_EXPIRATION,
-            HeaderValue::from(exp),
-        );
+        h.insert(APNS_EXPIRATION, HeaderValue::from(exp));
     }
     if let Some(c) = &job.collapse_key {
         h.insert(
