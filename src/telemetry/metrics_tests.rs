@@ -70,6 +70,17 @@ fn results_count_by_label_and_retries_and_tokens() {
     assert!(t.contains(r#"pushgate_notifications_total{app="shop",code="NotRegistered",platform="fcm",status="failed"} 1"#));
     assert!(t.contains(r#"pushgate_retries_total{code="QuotaExceeded",platform="fcm"} 1"#));
     assert!(t.contains(r#"pushgate_token_invalidations_total{app="shop",platform="fcm"} 1"#));
+
+    // The children are cached per app and cell: each keeps its own count.
+    m.record_results("shop", &c);
+    let mut other = JobCounts::default();
+    other.add(Platform::Apns, Status::Delivered, None, false);
+    m.record_results("blog", &other);
+    let t = text(&m);
+    assert!(t.contains(r#"pushgate_notifications_total{app="shop",code="none",platform="apns",status="delivered"} 4"#), "{t}");
+    assert!(t.contains(r#"pushgate_notifications_total{app="blog",code="none",platform="apns",status="delivered"} 1"#));
+    assert!(t.contains(r#"pushgate_notifications_total{app="shop",code="NotRegistered",platform="fcm",status="failed"} 2"#));
+    assert!(t.contains(r#"pushgate_notifications_total{app="shop",code="QuotaExceeded",platform="fcm",status="retrying"} 2"#));
 }
 
 #[test]

@@ -101,7 +101,8 @@ impl<T: Transport> ApnsProvider<T> {
     /// the first of them; `None` when this recipient's texts were rendered
     /// for it (placeholders) or the job's payload cannot be shared.
     fn shared_payload<'m>(&self, msg: &Message<'m>) -> Option<&'m SharedPayload> {
-        if !msg.rendered.is_plain_of(&msg.job.notification) {
+        // One recipient: nothing to share, the splice would only cost.
+        if msg.job.recipients.len() < 2 || !msg.rendered.is_plain_of(&msg.job.notification) {
             return None;
         }
         let key = self.tracking.as_deref();
