@@ -112,9 +112,11 @@ impl<D: Deliver> Worker<D> {
         }
         let ctx = Arc::clone(&self.ctx);
         let queue = Arc::clone(&self.queue);
-        let handle = self
-            .tasks
-            .spawn(async move { (tag, handle_guarded(&ctx, &queue, &delivery).await) });
+        // Boxed: the job's state machine (decode, dispatch, publish) is
+        // large, and spawning moves a future by value several times; a box
+        // is moved as a pointer.
+        let job = Box::pin(async move { (tag, handle_guarded(&ctx, &queue, &delivery).await) });
+        let handle = self.tasks.spawn(job);
         self.task_tags.insert(handle.id(), tag);
     }
 
