@@ -117,6 +117,12 @@ pub struct Common {
     /// one per core. 1 leaves the other core to the broker and the simulator.
     #[arg(long)]
     pub gateway_threads: Option<u16>,
+    /// Keep the gateway on this one CPU (`taskset -c N`). With one runtime
+    /// thread, that thread and lapin's I/O thread then wake each other on
+    /// the same core: single-recipient jobs took a third less gateway CPU
+    /// here (docs/benchmarks.md, round 4).
+    #[arg(long)]
+    pub gateway_cpu: Option<u16>,
     /// Run the load test and every process it starts (gateway, simulator,
     /// baselines) under SCHED_RR: on a machine shared with builds, the
     /// scheduler's wake-up latency otherwise dominates every round trip

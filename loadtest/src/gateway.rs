@@ -126,8 +126,15 @@ fn start(p: &Phase<'_>) -> anyhow::Result<Proc> {
         results: p.args.results,
     };
     let config = procs::gateway_config(&setup)?;
-    let threads = p.args.common.gateway_threads;
-    procs::start_gateway(p.bin, &config, p.work_dir, &p.names.tag, threads)
+    let c = &p.args.common;
+    procs::start_gateway(
+        p.bin,
+        &config,
+        p.work_dir,
+        &p.names.tag,
+        c.gateway_threads,
+        c.gateway_cpu,
+    )
 }
 
 impl Samplers {

@@ -190,13 +190,23 @@ pub fn start_gateway(
     dir: &Path,
     tag: &str,
     threads: Option<u16>,
+    cpu: Option<u16>,
 ) -> anyhow::Result<Proc> {
     let path = dir.join(format!("{tag}.toml"));
     std::fs::write(&path, config)?;
     let log = dir.join(format!("{tag}.gateway.log"));
     let file = std::fs::File::create(&log)?;
     // Logs (stderr) and anything on stdout go to the same file.
-    let mut cmd = Command::new(bin);
+    // `taskset` sets the mask, then execs the gateway (same pid), so every
+    // thread it starts inherits it.
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(c.to_string()).arg(bin);
+            t
+        }
+        None => Command::new(bin),
+    };
     if let Some(n) = threads {
         cmd.arg("--threads").arg(n.to_string());
     }

@@ -153,7 +153,8 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
             c.max_in_flight,
             if c.app_rate == 0 { "unlimited".to_string() } else { format!("{}/s", c.app_rate) },
             if c.device_per_minute == 0 { "off".to_string() } else { format!("{}/min", c.device_per_minute) },
-            c.gateway_threads.map_or_else(|| "one per core".to_string(), |n| n.to_string()),
+            c.gateway_threads.map_or_else(|| "one per core".to_string(), |n| n.to_string())
+                + &c.gateway_cpu.map(|n| format!(" (pinned to CPU {n})")).unwrap_or_default(),
             if args.results == Results::All { "all" } else { "undelivered only" },
             args.mix,
             args.invalid,
