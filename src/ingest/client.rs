@@ -104,6 +104,14 @@ pub enum ExchangeKind {
     Fanout,
 }
 
+/// A queue's binding to an exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    pub queue: &'a str,
+    pub exchange: &'a str,
+    pub key: &'a str,
+}
+
 /// How a queue is declared.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueueOpts {
@@ -415,35 +423,31 @@ impl Channel {
         Ok(q.name().as_str().to_owned())
     }
 
-    pub async fn bind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        key: &str,
-        args: Table,
-    ) -> Result<(), Error> {
+    /// Binds `b.queue` to `b.exchange` with `b.key` and `args`.
+    pub async fn bind_queue(&self, b: Binding<'_>, args: Table) -> Result<(), Error> {
+        let opts = QueueBindOptions::default();
         Ok(self
             .inner
             .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
+                b.queue.into(),
+                b.exchange.into(),
+                b.key.into(),
+                opts,
                 args.lapin(),
             )
             .await?)
     }
 
-    pub async fn unbind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        key: &str,
-        args: Table,
-    ) -> Result<(), Error> {
+    /// Removes the binding `b` with `args` (a no-op when there is none).
+    pub async fn unbind_queue(&self, b: Binding<'_>, args: Table) -> Result<(), Error> {
         Ok(self
             .inner
-            .queue_unbind(queue.into(), exchange.into(), key.into(), args.lapin())
+            .queue_unbind(
+                b.queue.into(),
+                b.exchange.into(),
+                b.key.into(),
+                args.lapin(),
+            )
             .await?)
     }
 

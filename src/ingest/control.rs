@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::client::{Channel, Connection, Consumer, ExchangeKind, Props, QueueOpts, Table};
+use super::client::{
+    Binding, Channel, Connection, Consumer, ExchangeKind, Props, QueueOpts, Table,
+};
 use super::IngestError;
 use crate::config::AmqpConfig;
 use crate::policy::stops::StopRegistry;
@@ -80,13 +82,12 @@ pub async fn declare(conn: &Connection, amqp: &AmqpConfig) -> Result<(), IngestE
     ch.declare_exchange(&amqp.control_exchange, ExchangeKind::Fanout)
         .await?;
     let ch = declare_stream(conn, ch, amqp).await?;
-    ch.bind_queue(
-        &amqp.control_queue,
-        &amqp.control_exchange,
-        "",
-        Table::new(),
-    )
-    .await?;
+    let binding = Binding {
+        queue: &amqp.control_queue,
+        exchange: &amqp.control_exchange,
+        key: "",
+    };
+    ch.bind_queue(binding, Table::new()).await?;
     let _ = super::close_channel(&ch, "declared").await;
     Ok(())
 }

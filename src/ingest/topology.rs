@@ -10,7 +10,7 @@
 //! - the dead queue and the results topic exchange;
 //! - the events queue (impression and click batches from apps).
 
-use super::client::{Channel, Error, ExchangeKind, QueueOpts, Table};
+use super::client::{Binding, Channel, Error, ExchangeKind, QueueOpts, Table};
 use super::decode::headers;
 use super::retry::RetryPolicy;
 use super::IngestError;
@@ -87,16 +87,19 @@ async fn declare_delay_queue(
     let bind = Table::new()
         .text("x-match", "all")
         .text(headers::DELAY, retry.label(i));
-    ch.bind_queue(retry.queue(i), &cfg.retry.exchange, "", bind)
-        .await?;
+    let binding = Binding {
+        queue: retry.queue(i),
+        exchange: &cfg.retry.exchange,
+        key: "",
+    };
+    ch.bind_queue(binding, bind).await?;
     // Earlier builds bound with `x-pushgate-delay`, which RabbitMQ does
     // not match on (it skips `x-` headers), so it took every retry. Remove
     // it from brokers an older pushgate declared on (no-op otherwise).
     let legacy = Table::new()
         .text("x-match", "all")
         .text(LEGACY_DELAY, retry.label(i));
-    ch.unbind_queue(retry.queue(i), &cfg.retry.exchange, "", legacy)
-        .await
+    ch.unbind_queue(binding, legacy).await
 }
 
 /// The routing header of older releases (see [`declare_delay_queue`]).

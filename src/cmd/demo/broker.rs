@@ -129,8 +129,12 @@ async fn tap(ch: &Channel, exchange: &str) -> anyhow::Result<Consumer> {
         ..QueueOpts::default()
     };
     let name = ch.declare_queue("", opts, Table::new()).await?;
-    ch.bind_queue(&name, exchange, "*.results", Table::new())
-        .await?;
+    let binding = client::Binding {
+        queue: &name,
+        exchange,
+        key: "*.results",
+    };
+    ch.bind_queue(binding, Table::new()).await?;
     Ok(ch.consume(&name, "demo-tap", Table::new()).await?)
 }
 
