@@ -14,7 +14,9 @@
 //! the window full, and the jobs that finish meanwhile go out together in
 //! the next message. Without the window a single-threaded runtime woke the
 //! batcher after every job and sent 3.8 entries per message, each a
-//! confirmed publish the broker paid for (docs/benchmarks.md).
+//! confirmed publish the broker paid for (docs/benchmarks.md). A batch
+//! waits at most [`CONFIRM_STALL`] for a slot: a broker slow to confirm
+//! delays the acks, not the results.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
