@@ -158,6 +158,13 @@ pub struct RunArgs {
     /// With --rate: publish for this long (sets --jobs to rate x duration).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Leave the jobs published in the run's first stretch out of the
+    /// latency figures (they still count everywhere else), for steady-state
+    /// percentiles: APNs, and the simulator, allow one stream per connection
+    /// until a request succeeds, so a fresh gateway's first jobs wait one
+    /// provider round trip. Applied to the echo baseline too.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub latency_warmup: Duration,
     /// Publish every job before the gateway starts (a backlog): measures
     /// consumption alone; latency is then queue time and is not reported.
     #[arg(long)]

@@ -87,7 +87,8 @@ pub async fn run(
         tokio::spawn(async move { broker::publish(&ch, &queue, &plan, rate, &times, &done).await })
     };
     let echo = tokio::spawn(answer(consumer, answers, names.results.clone(), latency));
-    let mut tracker = Tracker::new(&names.tag, plan.jobs, plan.recipients);
+    let mut tracker = Tracker::new(&names.tag, plan.jobs, plan.recipients)
+        .with_latency_warmup(plan.latency_warmup);
     let expected = plan.jobs * plan.recipients as u64;
     while tracker.finals < expected {
         let next = tokio::time::timeout(timeout, tap.next()).await;

@@ -256,7 +256,8 @@ impl<'a> Watch<'a> {
         gateway: Proc,
     ) -> Watch<'a> {
         Watch {
-            tracker: Tracker::new(&p.names.tag, p.plan.jobs, p.plan.recipients),
+            tracker: Tracker::new(&p.names.tag, p.plan.jobs, p.plan.recipients)
+                .with_latency_warmup(p.plan.latency_warmup),
             p,
             ch,
             times,

@@ -33,6 +33,8 @@ pub struct Plan {
     pub mix: Mix,
     /// Share of invalid jobs.
     pub invalid: f64,
+    /// Jobs published this soon after the first are left out of latencies.
+    pub latency_warmup: std::time::Duration,
 }
 
 /// The app of valid jobs (configured in the gateway's generated config).
@@ -185,6 +187,7 @@ mod tests {
             recipients: 3,
             mix,
             invalid,
+            latency_warmup: std::time::Duration::ZERO,
         }
     }
 

@@ -31,6 +31,7 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
         recipients: args.recipients.max(1),
         mix: args.mix,
         invalid: args.invalid,
+        latency_warmup: args.latency_warmup,
     };
     let (load_start, cores) = procstat::machine();
     let work_dir = std::env::temp_dir().join("pushgate-loadtest");
@@ -158,7 +159,10 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
             if args.results == Results::All { "all" } else { "undelivered only" },
             args.mix,
             args.invalid,
-            if args.rate > 0.0 { format!(", {} jobs/s", args.rate) } else { String::new() },
+            if args.rate > 0.0 { format!(", {} jobs/s", args.rate) } else { String::new() }
+                + &if args.latency_warmup.is_zero() { String::new() } else {
+                    format!(", latencies of the jobs published after the first {:?}", args.latency_warmup)
+                },
             match (c.realtime, c.realtime_broker) {
                 (false, _) => "normal (CFS)",
                 (true, false) => "SCHED_RR for the load test, gateway, simulator and baselines; broker normal",

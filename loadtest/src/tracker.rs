@@ -92,6 +92,9 @@ pub struct Tracker {
     pub first: Option<Instant>,
     pub last: Option<Instant>,
     pub messages: u64,
+    /// Entries of jobs published less than this after the first publish
+    /// count everywhere but in the latencies.
+    warmup_ns: u64,
 }
 
 impl Tracker {
@@ -114,7 +117,14 @@ impl Tracker {
             first: None,
             last: None,
             messages: 0,
+            warmup_ns: 0,
         }
+    }
+
+    /// Leaves the jobs published in the first `warmup` out of the latencies.
+    pub fn with_latency_warmup(mut self, warmup: std::time::Duration) -> Tracker {
+        self.warmup_ns = u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);
+        self
     }
 
     /// Counts the entries of one result message that arrived `now`.
@@ -179,7 +189,7 @@ impl Tracker {
                 self.codes.insert(code.to_owned(), 1);
             }
         }
-        if let Some(sent) = times.get(seq) {
+        if let Some(sent) = times.get(seq).filter(|&sent| sent >= self.warmup_ns) {
             let at = u64::try_from(now.duration_since(times.epoch).as_nanos()).unwrap_or(0);
             let us = at.saturating_sub(sent) / 1000;
             self.latencies_us
@@ -262,6 +272,27 @@ mod tests {
         assert_eq!(t.latencies_us.len(), 2);
         assert_eq!(t.missing(3, |_| false), 4);
         assert_eq!(t.missing(3, |s| s != 0), 0);
+    }
+
+    #[test]
+    fn warm_up_jobs_count_but_have_no_latency() {
+        let times = PublishTimes::new(2, Instant::now());
+        times.mark(0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        times.mark(1);
+        let mut t =
+            Tracker::new("lt-x", 2, 1).with_latency_warmup(std::time::Duration::from_millis(10));
+        let both = msg(&[
+            ("lt-x-0", "r0", "delivered", None),
+            ("lt-x-1", "r0", "delivered", None),
+        ]);
+        t.result_message(&both, Instant::now(), &times);
+        assert_eq!(t.finals, 2, "both counted");
+        assert_eq!(
+            t.latencies_us.len(),
+            1,
+            "only the job after the warm-up timed"
+        );
     }
 
     #[test]
