@@ -135,7 +135,7 @@ impl QueueOpts {
 
 /// A header or argument value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
+enum Value {
     Int(i64),
     Text(String),
     Timestamp(u64),
@@ -163,10 +163,6 @@ impl Table {
     pub fn timestamp(mut self, key: &str, secs: u64) -> Table {
         self.0.push((key.to_owned(), Value::Timestamp(secs)));
         self
-    }
-
-    pub fn insert(&mut self, key: &str, v: Value) {
-        self.0.push((key.to_owned(), v));
     }
 
     fn lapin(self) -> FieldTable {

@@ -8,8 +8,9 @@ use crate::report::ResultEntry;
 
 /// Code slots: 0 is "no code" (delivered), then `Code::ALL` in order.
 const CODES: usize = Code::ALL.len() + 1;
-/// How many (platform, status, code) cells a job's counts have.
-pub const CELLS: usize = 3 * 3 * CODES;
+/// Cells per platform (statuses x code slots), and in all.
+const PER_PLATFORM: usize = 3 * CODES;
+const CELLS: usize = 3 * PER_PLATFORM;
 const STATUSES: [Status; 3] = [Status::Delivered, Status::Failed, Status::Retrying];
 
 /// Entries by platform, status and code, plus invalid tokens by platform.
@@ -56,7 +57,7 @@ impl JobCounts {
         let (si, slot) = (status_index(s), code_slot(code));
         let cell = &mut self.cells[p as usize][si][slot];
         *cell = cell.saturating_add(1);
-        let n = (p as usize * STATUSES.len() + si) * CODES + slot;
+        let n = p as usize * PER_PLATFORM + si * CODES + slot;
         if let Some(word) = self.used.get_mut(n / 64) {
             *word |= 1 << (n % 64);
         }
@@ -67,28 +68,20 @@ impl JobCounts {
 
     /// Non-zero cells: (platform, status, code, count).
     pub fn cells(&self) -> impl Iterator<Item = (Platform, Status, Option<Code>, u32)> + '_ {
-        self.numbered_cells().map(|(_, p, s, c, n)| (p, s, c, n))
-    }
-
-    /// [`JobCounts::cells`], each with its own number below [`CELLS`]
-    /// (the same number for the same platform, status and code in every job).
-    pub fn numbered_cells(
-        &self,
-    ) -> impl Iterator<Item = (usize, Platform, Status, Option<Code>, u32)> + '_ {
         self.used.iter().enumerate().flat_map(move |(w, &word)| {
             let mut bits = word;
             std::iter::from_fn(move || {
                 while bits != 0 {
                     let n = w * 64 + bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    let (p, rest) = (n / (STATUSES.len() * CODES), n % (STATUSES.len() * CODES));
+                    let (p, rest) = (n / PER_PLATFORM, n % PER_PLATFORM);
                     let (si, slot) = (rest / CODES, rest % CODES);
                     let (Some(&platform), Some(&status)) = (Platform::ALL.get(p), STATUSES.get(si))
                     else {
                         continue;
                     };
                     let code = slot.checked_sub(1).and_then(|i| Code::ALL.get(i).copied());
-                    return Some((n, platform, status, code, self.cells[p][si][slot]));
+                    return Some((platform, status, code, self.cells[p][si][slot]));
                 }
                 None
             })
@@ -191,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn every_cell_comes_back_once_with_its_own_number() {
+    fn every_cell_comes_back_once_in_order() {
         let mut c = JobCounts::default();
         let codes = std::iter::once(None).chain(Code::ALL.into_iter().map(Some));
         let mut want = Vec::new();
@@ -203,18 +196,15 @@ mod tests {
                 }
             }
         }
-        let got: Vec<_> = c.numbered_cells().collect();
+        let got: Vec<_> = c.cells().collect();
         assert_eq!(got.len(), CELLS);
-        let numbers: std::collections::BTreeSet<usize> = got.iter().map(|g| g.0).collect();
-        assert_eq!(numbers.len(), CELLS, "distinct numbers");
-        assert!(numbers.iter().all(|&n| n < CELLS));
         let labels: Vec<_> = got
             .iter()
-            .map(|&(_, p, s, code, n)| {
+            .map(|&(p, s, code, n)| {
                 assert_eq!(n, 1);
                 (p, s, code)
             })
             .collect();
-        assert_eq!(labels, want, "platform, status, code order kept");
+        assert_eq!(labels, want, "platform, status, code order kept, each once");
     }
 }

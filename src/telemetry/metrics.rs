@@ -6,7 +6,6 @@
 //! ([`JobCounts`]) so that label lookups happen once per job, never per
 //! notification.
 
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -14,11 +13,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use super::counts::{JobCounts, CELLS};
+use super::counts::JobCounts;
 use super::names as n;
 use crate::job::Platform;
 use crate::outcome::{Class, Code};
-use crate::policy::keys::NameMap;
 use crate::provider::h2pool::PoolStats;
 
 /// Which throttle a wait was spent in (`scope` label): the policy's scopes.
@@ -45,14 +43,9 @@ impl Drop for ConsumerGauge {
 }
 
 /// All of pushgate's metrics, registered in their own [`Registry`].
-/// One app's `pushgate_notifications_total` children, by cell number.
-type AppCells = [OnceLock<IntCounter>];
-
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Per app (configured apps and the unknown-app label: a bounded set).
-    cells: Arc<RwLock<NameMap<Arc<AppCells>>>>,
     jobs_received: IntCounterVec,
     jobs_acked: IntCounterVec,
     jobs_requeued: IntCounterVec,
@@ -143,7 +136,6 @@ impl Metrics {
             &n::WAIT_BUCKETS,
         );
         let m = Metrics {
-            cells: Arc::default(),
             jobs_received: b.counters(n::JOBS_RECEIVED, "Job messages received.", &["queue"]),
             jobs_acked: b.counters(n::JOBS_ACKED, "Job messages finished and acked (dead-lettered included).", &["queue"]),
             jobs_requeued: b.counters(n::JOBS_REQUEUED, "Job messages given back to their queue.", &["queue"]),
@@ -231,19 +223,11 @@ impl Metrics {
     /// Counts one job's published (broker-confirmed) result entries;
     /// `app` must be a configured app or [`n::UNKNOWN_APP`].
     pub fn record_results(&self, app: &str, counts: &JobCounts) {
-        let cells = self.app_cells(app);
-        for (n, platform, status, code, count) in counts.numbered_cells() {
+        for (platform, status, code, count) in counts.cells() {
             let code_label = code.map_or("none", Code::as_str);
-            let Some(cell) = cells.get(n) else { continue };
-            cell.get_or_init(|| {
-                self.notifications.with_label_values(&[
-                    app,
-                    platform.as_str(),
-                    status.as_str(),
-                    code_label,
-                ])
-            })
-            .inc_by(u64::from(count));
+            self.notifications
+                .with_label_values(&[app, platform.as_str(), status.as_str(), code_label])
+                .inc_by(u64::from(count));
             if status == crate::outcome::Status::Retrying {
                 self.retries
                     .with_label_values(&[platform.as_str(), code_label])
@@ -255,21 +239,6 @@ impl Metrics {
                 .with_label_values(&[app, platform.as_str()])
                 .inc_by(u64::from(count));
         }
-    }
-
-    /// The `pushgate_notifications_total` children of `app`, fetched on
-    /// first use: a label lookup hashes four strings and takes the vec's
-    /// lock for every job (with the cell walk of [`JobCounts`], counting a
-    /// single-recipient job's results went from 3,400 to 400 instructions).
-    fn app_cells(&self, app: &str) -> Arc<AppCells> {
-        let read = self.cells.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = read.get(app) {
-            return Arc::clone(c);
-        }
-        drop(read);
-        let mut write = self.cells.write().unwrap_or_else(PoisonError::into_inner);
-        let fresh = || (0..CELLS).map(|_| OnceLock::new()).collect();
-        Arc::clone(write.entry(app.to_owned()).or_insert_with(fresh))
     }
 
     /// One provider request of `platform` took `took`.

@@ -71,7 +71,7 @@ fn results_count_by_label_and_retries_and_tokens() {
     assert!(t.contains(r#"pushgate_retries_total{code="QuotaExceeded",platform="fcm"} 1"#));
     assert!(t.contains(r#"pushgate_token_invalidations_total{app="shop",platform="fcm"} 1"#));
 
-    // The children are cached per app and cell: each keeps its own count.
+    // Each app and cell keeps its own count across jobs.
     m.record_results("shop", &c);
     let mut other = JobCounts::default();
     other.add(Platform::Apns, Status::Delivered, None, false);
