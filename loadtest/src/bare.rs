@@ -28,6 +28,9 @@ pub struct BareResult {
     pub ack_frames: u64,
     /// The broker's CPU while the consumer ran, in cores.
     pub broker_cores: Option<f64>,
+    /// The consumer's own CPU (the load test's process, which does nothing
+    /// else meanwhile), in cores.
+    pub consumer_cores: Option<f64>,
 }
 
 impl BareResult {
@@ -51,15 +54,32 @@ pub async fn run(
     let publisher = conn.create_channel().await?;
     broker::publish(&publisher, &names.bare, plan, 0.0, &times, &done).await?;
     let broker = crate::procstat::find_by_name("beam.smp");
-    let before = broker.and_then(crate::procstat::sample);
+    let me = std::process::id();
+    let before = (
+        broker.and_then(crate::procstat::sample),
+        crate::procstat::sample(me),
+    );
     let mut result = consume(&ch, &names.bare, plan.jobs, prefetch).await;
-    let after = broker.and_then(crate::procstat::sample);
-    if let (Ok(r), Some(a), Some(b)) = (result.as_mut(), before, after) {
-        let secs = b.at.duration_since(a.at).as_secs_f64();
-        r.broker_cores = (secs > 0.0).then(|| (b.cpu_secs - a.cpu_secs) / secs);
+    let after = (
+        broker.and_then(crate::procstat::sample),
+        crate::procstat::sample(me),
+    );
+    if let Ok(r) = result.as_mut() {
+        r.broker_cores = cores_between(before.0, after.0);
+        r.consumer_cores = cores_between(before.1, after.1);
     }
     let _ = conn.close(200, "bare baseline done".into()).await;
     result
+}
+
+/// CPU used between two readings of one process, in cores.
+fn cores_between(
+    a: Option<crate::procstat::Sample>,
+    b: Option<crate::procstat::Sample>,
+) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+    (secs > 0.0).then(|| (b.cpu_secs - a.cpu_secs) / secs)
 }
 
 async fn consume(
@@ -101,5 +121,6 @@ async fn consume(
         secs,
         ack_frames: frames,
         broker_cores: None,
+        consumer_cores: None,
     })
 }

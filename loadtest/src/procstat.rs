@@ -1,5 +1,11 @@
-//! Reads a process's CPU time and memory from /proc, samples them over a
-//! run, and reads the machine's load average.
+//! Reads a process's CPU time, run-queue wait and memory from /proc,
+//! samples them over a run, and reads the machine's load average.
+//!
+//! The run-queue wait (time a thread was ready to run but waited for a
+//! core, /proc/<pid>/task/*/schedstat) tells whether a run was bound by the
+//! machine's cores: on 2 cores shared by the broker, the simulator, the
+//! gateway and the load test, a process that waits about as long as it runs
+//! is starved, and a faster gateway shows up only as more CPU for the others.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,6 +27,9 @@ pub struct Sample {
     pub at: Instant,
     /// User + system CPU seconds since the process started.
     pub cpu_secs: f64,
+    /// Seconds its threads (those alive now) spent runnable but waiting
+    /// for a core; 0 where schedstat is not available.
+    pub wait_secs: f64,
     /// Resident set size, bytes.
     pub rss: u64,
 }
@@ -44,8 +53,23 @@ pub fn sample(pid: u32) -> Option<Sample> {
     Some(Sample {
         at: Instant::now(),
         cpu_secs: (utime + stime) / ticks_per_sec(),
+        wait_secs: run_queue_wait(pid),
         rss: rss_kb * 1024,
     })
+}
+
+/// The run-queue wait of every live thread of `pid`, seconds (the second
+/// field of /proc/<pid>/task/<tid>/schedstat, in nanoseconds).
+fn run_queue_wait(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
 }
 
 /// The first process whose command name is `comm` (e.g. the broker's `beam.smp`).
@@ -151,6 +175,9 @@ impl Drop for Sampler {
 pub struct Usage {
     /// CPU used in the window, in cores (1.0 = one core busy).
     pub cores: f64,
+    /// Time runnable but waiting for a core in the window, in cores
+    /// (summed over threads: 0.5 = half a core's worth of waiting).
+    pub waiting: f64,
     pub rss_peak: u64,
     pub rss_last: u64,
 }
@@ -163,13 +190,11 @@ pub fn usage(samples: &[Sample], from: Instant, to: Instant) -> Option<Usage> {
         .collect();
     let (first, last) = (inside.first()?, inside.last()?);
     let secs = last.at.duration_since(first.at).as_secs_f64();
-    let cores = if secs > 0.0 {
-        (last.cpu_secs - first.cpu_secs) / secs
-    } else {
-        0.0
-    };
+    let per_sec = |d: f64| if secs > 0.0 { d / secs } else { 0.0 };
     Some(Usage {
-        cores,
+        cores: per_sec(last.cpu_secs - first.cpu_secs),
+        // Threads that ended in the window take their wait with them.
+        waiting: per_sec((last.wait_secs - first.wait_secs).max(0.0)),
         rss_peak: inside.iter().map(|s| s.rss).max().unwrap_or(0),
         rss_last: last.rss,
     })
@@ -207,11 +232,13 @@ mod tests {
         let at = |ms: u64, cpu: f64, rss: u64| Sample {
             at: t0 + Duration::from_millis(ms),
             cpu_secs: cpu,
+            wait_secs: cpu / 2.0,
             rss,
         };
         let s = vec![at(0, 1.0, 10), at(1000, 1.5, 30), at(2000, 2.5, 20)];
         let u = usage(&s, t0, t0 + Duration::from_secs(2)).unwrap_or_default();
         assert!((u.cores - 0.75).abs() < 1e-9);
+        assert!((u.waiting - 0.375).abs() < 1e-9);
         assert_eq!((u.rss_peak, u.rss_last), (30, 20));
         assert_eq!(rss_trend(&[at(0, 0.0, 5); 10]), Some((5, 5)));
     }

@@ -79,6 +79,10 @@ fn cores(u: &Option<Usage>) -> String {
     u.map_or("n/a".into(), |u| format!("{:.2} cores", u.cores))
 }
 
+fn waiting(u: &Option<Usage>) -> String {
+    u.map_or("n/a".into(), |u| format!("{:.2}", u.waiting))
+}
+
 impl RunReport {
     /// The gateway's notifications/s, when it ran.
     pub fn rate(&self) -> Option<f64> {
@@ -164,6 +168,17 @@ impl RunReport {
                 cores(&g.loadtest)
             ),
         ));
+        rows.push((
+            "waiting for a core (run queue, in cores): gateway / broker / simulator / loadtest"
+                .into(),
+            format!(
+                "{} / {} / {} / {}",
+                waiting(&g.gateway),
+                waiting(&g.broker),
+                waiting(&g.sim),
+                waiting(&g.loadtest)
+            ),
+        ));
         let t = &g.tracker;
         rows.push((
             "result messages (entries per message)".into(),
@@ -231,10 +246,11 @@ impl RunReport {
             Some(Ok(b)) => {
                 let _ = writeln!(
                     s,
-                    "| bare lapin consumer (same prefetch, `multiple` ack every {} -> {} ack frames; broker CPU {}) | {} msg/s | {} | built in (`--baselines bare`) |",
+                    "| bare lapin consumer (same prefetch, `multiple` ack every {} -> {} ack frames; broker CPU {}, consumer CPU {}) | {} msg/s | {} | built in (`--baselines bare`) |",
                     self.ack_batch,
                     thousands(b.ack_frames as f64),
                     b.broker_cores.map_or("n/a".into(), |c| format!("{c:.2} cores")),
+                    b.consumer_cores.map_or("n/a".into(), |c| format!("{c:.2} cores")),
                     thousands(b.rate()),
                     ratio(b.rate() * self.recipients as f64)
                 );
