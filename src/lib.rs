@@ -19,7 +19,8 @@
 //! - [`provider`]: the HTTP/2 pool and one module per provider (APNs, FCM).
 //! - [`sim`]: protocol-faithful APNs and FCM simulators for tests, demo and load tests.
 //! - [`ingest`]: the RabbitMQ side: topology, consumers, batched acks, retries, dead-lettering;
-//!   the AMQP client (lapin) is used in `ingest::client` only.
+//!   the AMQP clients sit in `ingest::client` only (pushgate's own consumer for
+//!   the input queues, lapin for the rest).
 //! - [`dispatch`]: fans a job's recipients out to a [`dispatch::Deliver`] within bounds and classifies outcomes.
 //! - [`throttle`]: token buckets per app and provider, campaign and device token; adaptive slowdown.
 //! - [`policy`]: campaign stops, duplicate tokens, the credentials circuit breaker and its guard.

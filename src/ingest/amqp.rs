@@ -62,15 +62,19 @@ pub fn queue_permits(inputs: &[InputQueue], max_in_flight: usize) -> Vec<Arc<Sem
         .collect()
 }
 
-/// Opens a connection named `name` with the configured heartbeat.
-pub(super) async fn connect(amqp: &AmqpConfig, name: &str) -> Result<Connection, IngestError> {
-    let open = client::Open {
+/// How a connection named `name` is opened: the configured URL and heartbeat.
+pub(super) fn open_options<'a>(amqp: &'a AmqpConfig, name: &'a str) -> client::Open<'a> {
+    client::Open {
         url: amqp.url.expose(),
         name,
         heartbeat: Some(amqp.heartbeat),
         timeout: CONNECT_TIMEOUT,
-    };
-    Ok(Connection::open(open).await?)
+    }
+}
+
+/// Opens a connection named `name` with the configured heartbeat.
+pub(super) async fn connect(amqp: &AmqpConfig, name: &str) -> Result<Connection, IngestError> {
+    Ok(Connection::open(open_options(amqp, name)).await?)
 }
 
 /// Runs one session until shutdown (`Ok`) or a broker fault (`Err`).
@@ -120,7 +124,7 @@ async fn run_connected<D: Deliver>(
     let mut workers = JoinSet::new();
     for (input, permits) in &base.queues {
         for n in 0..input.consumers {
-            let worker = Worker::start(conn, Arc::clone(&ctx), input, n, permits).await?;
+            let worker = Worker::start(Arc::clone(&ctx), input, n, permits).await?;
             workers.spawn(worker.run(shutdown.clone(), base.drain_timeout));
         }
     }

@@ -12,7 +12,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use super::acks::{AckTracker, Disposition};
-use super::client::{Channel, Connection, Consumer, Delivery, Table};
+use super::client::{Delivery, WireConsumer};
 use super::handle::{handle_guarded, QueueCtx, SessionCtx};
 use super::IngestError;
 use crate::app::stopped;
@@ -27,8 +27,8 @@ type TaskOutput = (u64, Result<Disposition, IngestError>);
 pub(super) struct Worker<D> {
     ctx: Arc<SessionCtx<D>>,
     queue: Arc<QueueCtx>,
-    channel: Channel,
-    consumer: Consumer,
+    /// Its own connection (pushgate's consumer, not lapin: the hot path).
+    consumer: WireConsumer,
     tag: String,
     acks: AckTracker,
     /// Finished jobs waiting behind a slow one before they are acked singly.
@@ -42,16 +42,16 @@ pub(super) struct Worker<D> {
 
 impl<D: Deliver> Worker<D> {
     pub(super) async fn start(
-        conn: &Connection,
         ctx: Arc<SessionCtx<D>>,
         input: &InputQueue,
         n: u16,
         permits: &Arc<Semaphore>,
     ) -> Result<Worker<D>, IngestError> {
-        let channel = conn.channel().await?;
-        channel.qos(input.prefetch).await?;
         let tag = format!("pushgate-{}-{n}-{:08x}", input.name, fastrand::u32(..));
-        let consumer = channel.consume(&input.name, &tag, Table::new()).await?;
+        // Named like the session's connection: operators (and a forced
+        // close by name) see one gateway.
+        let open = super::amqp::open_options(&ctx.amqp, &ctx.amqp.connection_name);
+        let consumer = WireConsumer::open(open, &input.name, &tag, input.prefetch).await?;
         let metrics = &ctx.status.telemetry.metrics;
         let counters = metrics.queue(&input.name);
         let consumer_gauge = metrics.consumer(&input.name);
@@ -63,7 +63,6 @@ impl<D: Deliver> Worker<D> {
                 name: input.name.clone(),
                 permits: Arc::clone(permits),
             }),
-            channel,
             consumer,
             tag,
             acks: AckTracker::new(),
@@ -167,11 +166,13 @@ impl<D: Deliver> Worker<D> {
             let st = &self.ctx.status;
             match settle.disposition {
                 Disposition::Ack => {
-                    self.channel.ack(settle.tag, settle.multiple).await?;
+                    self.consumer.ack(settle.tag, settle.multiple).await?;
                     st.ack_frames.fetch_add(1, Ordering::Relaxed);
                 }
                 Disposition::Requeue => {
-                    self.channel.nack(settle.tag, settle.multiple, true).await?;
+                    self.consumer
+                        .nack(settle.tag, settle.multiple, true)
+                        .await?;
                 }
             }
         }
@@ -181,7 +182,7 @@ impl<D: Deliver> Worker<D> {
     /// Shutdown: cancel the consumer, let running jobs finish until the
     /// deadline, requeue what is left, close the channel.
     async fn drain(mut self, drain: Duration) -> Result<(), IngestError> {
-        super::cancel_consumer(&self.channel, &self.tag).await?;
+        super::bounded("cancelling a consumer", self.consumer.cancel(&self.tag)).await?;
         let deadline = Instant::now() + drain;
         let mut consumer_open = true;
         while consumer_open || !self.tasks.is_empty() {
@@ -218,7 +219,11 @@ impl<D: Deliver> Worker<D> {
         if left > 0 {
             tracing::warn!(queue = %self.queue.name, jobs = left, "drain deadline: jobs requeued");
         }
-        super::close_channel(&self.channel, "shutdown").await?;
+        super::bounded(
+            "closing a consumer connection",
+            self.consumer.close("shutdown"),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -1,12 +1,17 @@
-//! The one file that knows the AMQP client library: connections, channels,
-//! consumers, acks, publishing with publisher confirms and declarations,
-//! behind a small API of pushgate's own.
+//! The AMQP client behind a small API of pushgate's own: connections,
+//! channels, consumers, acks, publishing with publisher confirms and
+//! declarations. Everything else in `ingest` (and the demo) speaks this API.
 //!
-//! Everything else in `ingest` (and the demo) speaks this API, so the
-//! client can be changed here alone: docs/benchmarks.md measured lapin's
-//! I/O thread at a fifth of the gateway's CPU on single-recipient jobs.
-//! (amqprs, the faster client measured, closes its connection on a header
-//! that is not UTF-8: ruled out in round 4.)
+//! Two clients sit behind it:
+//! - [`WireConsumer`] (`wire.rs`), pushgate's own consumer side of AMQP on
+//!   the tokio runtime, consumes the input queues: the hot path, one
+//!   delivery per job. It took 14% of the instructions off a
+//!   single-recipient job and lapin's I/O thread off the path
+//!   (docs/benchmarks.md, round 5).
+//! - lapin, in this file only, does the rest: declarations, publishing
+//!   with confirms (results, retries, dead letters), and the control and
+//!   events consumers. (amqprs, measured faster than lapin, closes its
+//!   connection on a header that is not UTF-8: ruled out in round 4.)
 //!
 //! Every message pushgate publishes is persistent JSON; header tables hold
 //! integers and text only.
@@ -23,10 +28,34 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, ConnectionProperties};
 
+mod wire;
+
+pub use wire::WireConsumer;
+
 /// A broker or connection failure; the session that met it ends.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct Error(#[from] lapin::Error);
+pub struct Error(Repr);
+
+#[derive(Debug, thiserror::Error)]
+enum Repr {
+    #[error(transparent)]
+    Lapin(lapin::Error),
+    #[error(transparent)]
+    Wire(wire::WireError),
+}
+
+impl From<lapin::Error> for Error {
+    fn from(e: lapin::Error) -> Error {
+        Error(Repr::Lapin(e))
+    }
+}
+
+impl From<wire::WireError> for Error {
+    fn from(e: wire::WireError) -> Error {
+        Error(Repr::Wire(e))
+    }
+}
 
 /// Checks an `amqp://` / `amqps://` URL without connecting.
 pub fn check_url(url: &str) -> Result<(), String> {
@@ -225,7 +254,10 @@ pub struct Delivery {
     pub tag: u64,
     pub redelivered: bool,
     pub data: Vec<u8>,
-    props: BasicProperties,
+    message_id: Option<String>,
+    /// The `timestamp` property, in seconds.
+    timestamp: Option<u64>,
+    headers: Option<FieldTable>,
 }
 
 impl Delivery {
@@ -236,24 +268,35 @@ impl Delivery {
             tag: 1,
             redelivered: false,
             data: Vec::new(),
-            props: Props::headers(headers).lapin(),
+            message_id: None,
+            timestamp: None,
+            headers: Some(headers.lapin()),
+        }
+    }
+
+    fn from_lapin(d: lapin::message::Delivery) -> Delivery {
+        let p = d.properties;
+        Delivery {
+            tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            data: d.data,
+            message_id: p.message_id().as_ref().map(|m| m.as_str().to_owned()),
+            timestamp: *p.timestamp(),
+            headers: p.headers().clone(),
         }
     }
 
     pub fn message_id(&self) -> Option<String> {
-        self.props
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
+        self.message_id.clone()
     }
 
     /// The `timestamp` property, in seconds.
     pub fn timestamp(&self) -> Option<u64> {
-        *self.props.timestamp()
+        self.timestamp
     }
 
     fn header(&self, key: &str) -> Option<&AMQPValue> {
-        self.props.headers().as_ref()?.inner().get(key)
+        self.headers.as_ref()?.inner().get(key)
     }
 
     /// A header holding a non-negative integer of any width.
@@ -292,12 +335,7 @@ impl Consumer {
             Ok(d) => d,
             Err(e) => return Some(Err(e.into())),
         };
-        Some(Ok(Delivery {
-            tag: d.delivery_tag,
-            redelivered: d.redelivered,
-            data: d.data,
-            props: d.properties,
-        }))
+        Some(Ok(Delivery::from_lapin(d)))
     }
 }
 

@@ -1,0 +1,221 @@
+//! pushgate's own AMQP consumer (`ingest::client::WireConsumer`) against the
+//! real RabbitMQ: bodies over several frames, properties and headers,
+//! heartbeats on an idle connection, nack and redelivery, a deleted queue,
+//! refusals at open. The daemon's flows (tests/amqp_*.rs) run on it too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use pushgate::ingest::client::{Open, OpenError, WireConsumer};
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A fresh durable queue on a lapin connection (the publisher side).
+async fn queue(name: &str) -> (Connection, lapin::Channel, String) {
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ must answer at AMQP_URL (scripts/ensure-rabbitmq.sh)");
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let q = format!("wire-test-{name}-{:08x}", fastrand::u32(..));
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare(q.as_str().into(), opts, FieldTable::default())
+        .await
+        .unwrap();
+    (conn, ch, q)
+}
+
+async fn publish(ch: &lapin::Channel, q: &str, body: &[u8], props: BasicProperties) {
+    ch.basic_publish(
+        "".into(),
+        q.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+fn open(url: &str) -> Open<'_> {
+    Open {
+        url,
+        name: "pushgate-wire-test",
+        heartbeat: Some(Duration::from_secs(10)),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn next(c: &mut WireConsumer) -> pushgate::ingest::client::Delivery {
+    tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the consumer is open")
+        .expect("no error")
+}
+
+async fn message_count(ch: &lapin::Channel, q: &str) -> u32 {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare(q.into(), opts, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_many_frames_and_their_properties_arrive_whole() {
+    let (conn, ch, q) = queue("frames").await;
+    // 300 KB: three body frames or more at RabbitMQ's 128 KB frame_max.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut headers = FieldTable::default();
+    headers.insert("x-pushgate-attempt".into(), AMQPValue::LongLongInt(3));
+    headers.insert(
+        "x-pushgate-job-id".into(),
+        AMQPValue::LongString(LongString::from("job-7")),
+    );
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(headers)
+        .with_delivery_mode(2)
+        .with_message_id("m-7".into())
+        .with_timestamp(1_700_000_000);
+    publish(&ch, &q, &big, props).await;
+    publish(&ch, &q, b"", BasicProperties::default()).await;
+    publish(&ch, &q, b"{\"small\":1}", BasicProperties::default()).await;
+
+    let url = amqp_url();
+    let mut c = WireConsumer::open(open(&url), &q, "t-frames", 10)
+        .await
+        .unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(d.data.len(), big.len());
+    assert!(d.data == big, "the body arrives byte for byte");
+    assert!(!d.redelivered);
+    assert_eq!(d.header_int("x-pushgate-attempt"), Some(3));
+    assert_eq!(d.header_text("x-pushgate-job-id").as_deref(), Some("job-7"));
+    assert_eq!(d.message_id().as_deref(), Some("m-7"));
+    assert_eq!(d.timestamp(), Some(1_700_000_000));
+    let empty = next(&mut c).await;
+    assert!(empty.data.is_empty());
+    assert_eq!((empty.message_id(), empty.header_int("x")), (None, None));
+    let small = next(&mut c).await;
+    assert_eq!(small.data, b"{\"small\":1}");
+    assert!(d.tag < empty.tag && empty.tag < small.tag);
+    c.ack(small.tag, true).await.unwrap();
+    c.close("test done").await.unwrap();
+    assert_eq!(
+        message_count(&ch, &q).await,
+        0,
+        "one multiple ack took all three"
+    );
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_an_idle_consumer_and_nacked_jobs_come_back() {
+    let (conn, ch, q) = queue("idle").await;
+    // 1 s heartbeats: the broker closes a client silent for about two of them.
+    let url = format!("{}?heartbeat=1", amqp_url());
+    let mut c = WireConsumer::open(open(&url), &q, "t-idle", 10)
+        .await
+        .unwrap();
+    // Idle for four intervals: next() is cancelled here, like the worker's select.
+    let idle = tokio::time::timeout(Duration::from_secs(4), c.next()).await;
+    assert!(
+        idle.is_err(),
+        "nothing was published: {:?}",
+        idle.map(|d| d.map(|d| d.map(|d| d.tag)))
+    );
+    publish(&ch, &q, b"{}", BasicProperties::default()).await;
+    let d = next(&mut c).await;
+    assert!(!d.redelivered);
+    c.nack(d.tag, false, true).await.unwrap();
+    let again = next(&mut c).await;
+    assert!(again.redelivered, "a requeued job comes back marked");
+    c.ack(again.tag, false).await.unwrap();
+    c.close("test done").await.unwrap();
+    assert_eq!(message_count(&ch, &q).await, 0);
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_queue_ends_the_consumer_and_a_cancel_too() {
+    let (conn, ch, q) = queue("gone").await;
+    let url = amqp_url();
+    let mut c = WireConsumer::open(open(&url), &q, "t-gone", 10)
+        .await
+        .unwrap();
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("the broker's cancel within 10 s");
+    assert!(end.is_none(), "the consumer ends with its queue");
+
+    let (_, _, q2) = queue("cancel").await;
+    let mut c2 = WireConsumer::open(open(&url), &q2, "t-cancel", 10)
+        .await
+        .unwrap();
+    c2.cancel("t-cancel").await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), c2.next())
+        .await
+        .expect("cancel-ok within 10 s");
+    assert!(end.is_none());
+    c2.close("test done").await.unwrap();
+    ch.queue_delete(q2.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_at_open_are_clear_errors() {
+    let url = amqp_url();
+    let missing = WireConsumer::open(open(&url), "wire-test-no-such-queue", "t", 10).await;
+    match missing {
+        Err(OpenError::Broker(e)) => assert!(e.to_string().contains("404"), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a consumer on a missing queue"),
+    }
+    let wrong = url.replacen("guest:guest", "guest:wrong-password", 1);
+    assert_ne!(wrong, url, "AMQP_URL carries guest:guest");
+    match WireConsumer::open(open(&wrong), "any", "t", 10).await {
+        Err(OpenError::Broker(e)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("403") || text.contains("ACCESS_REFUSED"),
+                "{text}"
+            );
+            assert!(!text.contains("wrong-password"), "no secret in the error");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a consumer with a wrong password"),
+    }
+    let refused =
+        WireConsumer::open(open("amqp://guest:guest@127.0.0.1:1/%2f"), "q", "t", 10).await;
+    assert!(matches!(refused, Err(OpenError::Broker(_))));
+}
