@@ -68,6 +68,16 @@ async fn next(c: &mut WireConsumer) -> pushgate::ingest::client::Delivery {
         .expect("no error")
 }
 
+/// Deletes the test's queues and closes the publisher's connection.
+async fn cleanup(conn: Connection, ch: &lapin::Channel, queues: &[&str]) {
+    for q in queues {
+        ch.queue_delete((*q).into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
 async fn message_count(ch: &lapin::Channel, q: &str) -> u32 {
     let opts = QueueDeclareOptions {
         passive: true,
@@ -125,10 +135,7 @@ async fn bodies_over_many_frames_and_their_properties_arrive_whole() {
         0,
         "one multiple ack took all three"
     );
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    let _ = conn.close(200, "done".into()).await;
+    cleanup(conn, &ch, &[&q]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,10 +162,7 @@ async fn heartbeats_keep_an_idle_consumer_and_nacked_jobs_come_back() {
     c.ack(again.tag, false).await.unwrap();
     c.close("test done").await.unwrap();
     assert_eq!(message_count(&ch, &q).await, 0);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    let _ = conn.close(200, "done".into()).await;
+    cleanup(conn, &ch, &[&q]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,8 +179,9 @@ async fn a_deleted_queue_ends_the_consumer_and_a_cancel_too() {
         .await
         .expect("the broker's cancel within 10 s");
     assert!(end.is_none(), "the consumer ends with its queue");
-
-    let (_, _, q2) = queue("cancel").await;
+    c.close("test done").await.unwrap();
+    cleanup(conn, &ch, &[]).await;
+    let (conn, ch, q2) = queue("cancel").await;
     let mut c2 = WireConsumer::open(open(&url), &q2, "t-cancel", 10)
         .await
         .unwrap();
@@ -186,10 +191,7 @@ async fn a_deleted_queue_ends_the_consumer_and_a_cancel_too() {
         .expect("cancel-ok within 10 s");
     assert!(end.is_none());
     c2.close("test done").await.unwrap();
-    ch.queue_delete(q2.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    let _ = conn.close(200, "done".into()).await;
+    cleanup(conn, &ch, &[&q2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
