@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{Delivery, Error, Open, OpenError};
 #[cfg(test)]
@@ -113,6 +114,9 @@ pub struct WireConsumer {
     frame_max: u32,
     /// Two negotiated heartbeat intervals: a broker silent this long is gone.
     silence: Option<Duration>,
+    /// When the broker last sent a byte (the silence is counted from here,
+    /// however often `next` is dropped and called again).
+    last_read: Instant,
     heartbeats: Option<JoinHandle<()>>,
     pending: Option<Pending>,
     /// The consumer was cancelled (by us or by the broker): no more deliveries.
@@ -149,6 +153,7 @@ impl WireConsumer {
                 rbuf: BytesMut::with_capacity(READ_CHUNK),
                 frame_max: FRAME_MAX,
                 silence: None,
+                last_read: Instant::now(),
                 heartbeats: None,
                 pending: None,
                 ended: false,
@@ -307,11 +312,12 @@ impl WireConsumer {
         self.rbuf.reserve(READ_CHUNK);
         let read = self.reader.read_buf(&mut self.rbuf);
         let n = match self.silence {
-            Some(limit) => tokio::time::timeout(limit, read)
+            Some(limit) => tokio::time::timeout_at(self.last_read + limit, read)
                 .await
                 .map_err(|_| WireError::Silent(limit))??,
             None => read.await?,
         };
+        self.last_read = Instant::now();
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
