@@ -877,6 +877,7 @@ fn header_payload(props: Props, message_id: Option<&str>, size: u64) -> Vec<u8> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![kind];
@@ -992,5 +993,126 @@ mod tests {
         assert_eq!(negotiate(0, 10), 10);
         assert_eq!(negotiate(60, 0), 60);
         assert_eq!(negotiate(60, 10), 10);
+    }
+
+    /// Reads one whole frame from a scripted peer's socket: (type, payload).
+    async fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; FRAME_HEAD];
+        s.read_exact(&mut head).await.ok()?;
+        let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+        let mut rest = vec![0u8; size + 1];
+        s.read_exact(&mut rest).await.ok()?;
+        rest.truncate(size);
+        Some((head[0], rest))
+    }
+
+    /// A peer that answers the handshake, announces 1 s heartbeats, then
+    /// stays silent (as a hung broker or a dead network path would), and
+    /// counts the heartbeats it receives.
+    async fn silent_peer(listener: tokio::net::TcpListener) -> usize {
+        let (mut s, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut header = [0u8; 8];
+        s.read_exact(&mut header)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&header, b"AMQP\x00\x00\x09\x01");
+        let start = connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: FieldTable::default(),
+            mechanisms: LongString::from("PLAIN"),
+            locales: LongString::from("en_US"),
+        };
+        let tune = connection::Tune {
+            channel_max: 0,
+            frame_max: FRAME_MAX,
+            heartbeat: 1,
+        };
+        let script: [(u16, AMQPClass); 5] = [
+            (
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Start(start)),
+            ),
+            (0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune))),
+            (
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+            ),
+            (
+                CHANNEL,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            ),
+            (
+                CHANNEL,
+                AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+            ),
+        ];
+        // start -> start-ok, tune -> tune-ok + open, open-ok -> channel.open,
+        // channel.open-ok -> qos, qos-ok -> consume.
+        let answers = [1, 2, 1, 1, 1];
+        for ((channel, class), reads) in script.into_iter().zip(answers) {
+            let frame = method_frame(&class, channel).unwrap_or_else(|e| panic!("{e}"));
+            s.write_all(&frame).await.unwrap_or_else(|e| panic!("{e}"));
+            for _ in 0..reads {
+                let frame = read_frame(&mut s).await;
+                assert_eq!(frame.map(|f| f.0), Some(FRAME_METHOD));
+            }
+        }
+        let ok = basic::ConsumeOk {
+            consumer_tag: "t".into(),
+        };
+        let frame = method_frame(&AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)), CHANNEL)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.write_all(&frame).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut heartbeats = 0;
+        while let Ok(Some((kind, _))) =
+            tokio::time::timeout(Duration::from_secs(5), read_frame(&mut s)).await
+        {
+            if kind == FRAME_HEARTBEAT {
+                heartbeats += 1;
+            }
+        }
+        heartbeats
+    }
+
+    #[tokio::test]
+    async fn a_silent_broker_ends_the_consumer_after_two_heartbeat_intervals() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let peer = tokio::spawn(silent_peer(listener));
+        let url = format!("amqp://u:p@127.0.0.1:{port}/%2f");
+        let open = Open {
+            url: &url,
+            name: "silence-test",
+            heartbeat: Some(Duration::from_secs(30)),
+            timeout: Duration::from_secs(5),
+        };
+        let mut c = WireConsumer::open(open, "q", "t", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        // Dropped and polled again, as the worker's select does: the silence
+        // still counts from the broker's last byte.
+        for _ in 0..6 {
+            assert!(tokio::time::timeout(Duration::from_millis(300), c.next())
+                .await
+                .is_err());
+        }
+        let end = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .unwrap_or_else(|_| panic!("no end within 5 s"));
+        let waited = started.elapsed();
+        match end {
+            Some(Err(e)) => assert!(e.to_string().contains("no frame"), "{e}"),
+            other => panic!("{:?}", other.map(|r| r.map(|d| d.tag))),
+        }
+        // The broker's 1 s wins over the asked 30 s: silent for 2 s.
+        assert!(waited >= Duration::from_millis(1800), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        drop(c);
+        let heartbeats = peer.await.unwrap_or_default();
+        assert!(heartbeats >= 3, "one every half second: {heartbeats}");
     }
 }
