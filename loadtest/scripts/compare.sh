@@ -6,6 +6,10 @@
 #
 # Each BIN is a pushgate binary (build one per commit with
 # `git checkout <commit> -- src && cargo build --release -p pushgate`).
+# SCENARIOS replaces the two default scenarios: `name args...` entries
+# separated by `;`, e.g.
+#   SCENARIOS="single --jobs 60000 --recipients 1 --prefetch 256 --gateway-threads 1" \
+#     bash loadtest/scripts/compare.sh 6 /tmp/pg-before /tmp/pg-after
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=$1; shift
@@ -21,7 +25,9 @@ echo "| binary | scenario | notifications/s | gateway CPU (cores) | gateway µs 
 echo "|---|---|---|---|---|---|"
 for round in $(seq "$rounds"); do
   for bin in "$@"; do
-    for scenario in "fanout --jobs 400 --recipients 500 --prefetch 16" "single --jobs 50000 --recipients 1 --prefetch 256"; do
+    IFS=';' read -ra scenarios <<<"${SCENARIOS:-fanout --jobs 400 --recipients 500 --prefetch 16;single --jobs 50000 --recipients 1 --prefetch 256}"
+    for scenario in "${scenarios[@]}"; do
+      scenario=$(sed -E 's/^ +| +$//g' <<<"$scenario")
       name=${scenario%% *}; args=${scenario#* }
       out=$($lt run --realtime --preload --baselines none --pushgate "$bin" \
               --sim-addr 127.0.0.1:$port --sim-pid $sim $args 2>/dev/null)
