@@ -79,6 +79,17 @@ fn cores(u: &Option<Usage>) -> String {
     u.map_or("n/a".into(), |u| format!("{:.2} cores", u.cores))
 }
 
+/// The rate `cores` would carry if the gateway cost nothing and the other
+/// processes' CPU per notification stayed what it was at `rate`: what a
+/// run on shared cores can show at best (`None` without all of them).
+fn machine_bound(cores: usize, rate: f64, others: &[Option<Usage>]) -> Option<f64> {
+    let used: f64 = others
+        .iter()
+        .map(|u| u.map(|u| u.cores))
+        .sum::<Option<f64>>()?;
+    (used > 0.0 && rate > 0.0).then(|| cores as f64 * rate / used)
+}
+
 fn waiting(u: &Option<Usage>) -> String {
     u.map_or("n/a".into(), |u| format!("{:.2}", u.waiting))
 }
@@ -116,6 +127,7 @@ impl RunReport {
             let _ = writeln!(s, "**The gateway run failed:** {e}\n");
         }
         let (preload, notifications) = (self.preload, self.jobs * self.recipients as u64);
+        let machine_cores = self.cores;
         let Some(g) = self.gateway.as_mut() else {
             return;
         };
@@ -179,6 +191,12 @@ impl RunReport {
                 waiting(&g.loadtest)
             ),
         ));
+        if let Some(bound) = machine_bound(machine_cores, g.rate, &[g.broker, g.sim, g.loadtest]) {
+            rows.push((
+                "at most, on these cores, for a gateway that cost nothing (cores / the broker's, simulator's and load test's CPU per notification)".into(),
+                format!("{}/s", thousands(bound)),
+            ));
+        }
         let t = &g.tracker;
         rows.push((
             "result messages (entries per message)".into(),
@@ -432,5 +450,21 @@ mod tests {
         assert_eq!(thousands(1234567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(thousands(-1000.0), "-1,000");
+    }
+
+    #[test]
+    fn the_machine_bound_is_cores_over_the_others_cpu_per_notification() {
+        let u = |cores: f64| {
+            Some(Usage {
+                cores,
+                ..Usage::default()
+            })
+        };
+        // 15,000/s with 0.6 + 0.4 + 0.1 cores besides the gateway: 72 µs
+        // each, so 2 cores carry at most 27,273/s.
+        let b = machine_bound(2, 15_000.0, &[u(0.6), u(0.4), u(0.1)]).unwrap_or_default();
+        assert!((b - 27_272.7).abs() < 1.0, "{b}");
+        assert_eq!(machine_bound(2, 15_000.0, &[u(0.6), None, u(0.1)]), None);
+        assert_eq!(machine_bound(2, 0.0, &[u(0.6), u(0.4), u(0.1)]), None);
     }
 }
