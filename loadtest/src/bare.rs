@@ -78,8 +78,7 @@ fn cores_between(
     b: Option<crate::procstat::Sample>,
 ) -> Option<f64> {
     let (a, b) = (a?, b?);
-    let secs = b.at.duration_since(a.at).as_secs_f64();
-    (secs > 0.0).then(|| (b.cpu_secs - a.cpu_secs) / secs)
+    crate::procstat::usage(&[a, b], a.at, b.at).map(|u| u.cores)
 }
 
 async fn consume(

@@ -340,12 +340,7 @@ impl WireConsumer {
                     }
                     self.pending = Some(parse_deliver(&frame[DELIVER.len()..])?);
                 }
-                FRAME_METHOD => {
-                    let class = parse_class(&frame[..])
-                        .map_err(|e| WireError::Protocol(format!("a method frame: {e}")))?
-                        .1;
-                    self.on_method(class)?;
-                }
+                FRAME_METHOD => self.on_method(parse_method(&frame)?)?,
                 FRAME_HEADER => {
                     let Some(p) = self.pending.as_mut().filter(|p| p.header.is_none()) else {
                         return Err(WireError::Protocol("a content header out of place".into()));
@@ -408,38 +403,29 @@ impl WireConsumer {
     }
 
     fn on_method(&mut self, class: AMQPClass) -> Result<(), WireError> {
+        if let Some(closed) = closed_by_broker(&class) {
+            let (close_ok, on) = match class {
+                AMQPClass::Channel(_) => (
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    CHANNEL,
+                ),
+                _ => (
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                    0,
+                ),
+            };
+            self.reply_in_background(close_ok, on);
+            return Err(closed);
+        }
         match class {
             AMQPClass::Basic(basic::AMQPMethod::Cancel(_) | basic::AMQPMethod::CancelOk(_)) => {
                 self.ended = true;
-                Ok(())
-            }
-            AMQPClass::Channel(channel::AMQPMethod::Close(c)) => {
-                self.reply_in_background(
-                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                    CHANNEL,
-                );
-                Err(WireError::ChannelClosed {
-                    code: c.reply_code,
-                    text: c.reply_text.as_str().to_owned(),
-                })
-            }
-            AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
-                self.reply_in_background(
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                    0,
-                );
-                Err(WireError::ConnectionClosed {
-                    code: c.reply_code,
-                    text: c.reply_text.as_str().to_owned(),
-                })
             }
             // Blocked / unblocked concern publishers; nothing else is
             // expected on a consuming channel and none of it loses a job.
-            other => {
-                tracing::debug!(method = ?other, "AMQP consumer: ignored a method");
-                Ok(())
-            }
+            other => tracing::debug!(method = ?other, "AMQP consumer: ignored a method"),
         }
+        Ok(())
     }
 
     /// Sends `class` from a task of its own (from `next`, which may be
@@ -508,7 +494,7 @@ impl WireConsumer {
                 if kind != FRAME_METHOD || frame.starts_with(&DELIVER) {
                     continue;
                 }
-                if let Ok((_, AMQPClass::Connection(m))) = parse_class(&frame[..]) {
+                if let Ok(AMQPClass::Connection(m)) = parse_method(&frame) {
                     if matches!(
                         m,
                         connection::AMQPMethod::CloseOk(_) | connection::AMQPMethod::Close(_)
@@ -548,23 +534,10 @@ impl WireConsumer {
                 match kind {
                     FRAME_HEARTBEAT => {}
                     FRAME_METHOD => {
-                        let class = parse_class(&frame[..])
-                            .map_err(|e| WireError::Protocol(format!("a method frame: {e}")))?
-                            .1;
-                        return match class {
-                            AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
-                                Err(WireError::ConnectionClosed {
-                                    code: c.reply_code,
-                                    text: c.reply_text.as_str().to_owned(),
-                                })
-                            }
-                            AMQPClass::Channel(channel::AMQPMethod::Close(c)) => {
-                                Err(WireError::ChannelClosed {
-                                    code: c.reply_code,
-                                    text: c.reply_text.as_str().to_owned(),
-                                })
-                            }
-                            class => Ok(class),
+                        let class = parse_method(&frame)?;
+                        return match closed_by_broker(&class) {
+                            Some(refused) => Err(refused),
+                            None => Ok(class),
                         };
                     }
                     other => {
@@ -676,6 +649,30 @@ fn negotiate(theirs: u32, ours: u32) -> u32 {
     match (theirs, ours) {
         (0, x) | (x, 0) => x,
         (a, b) => a.min(b),
+    }
+}
+
+/// A method frame's class and arguments (lapin's parser: not hot).
+fn parse_method(frame: &[u8]) -> Result<AMQPClass, WireError> {
+    parse_class(frame)
+        .map(|(_, class)| class)
+        .map_err(|e| WireError::Protocol(format!("a method frame: {e}")))
+}
+
+/// The error a channel.close or connection.close from the broker means.
+fn closed_by_broker(class: &AMQPClass) -> Option<WireError> {
+    match class {
+        AMQPClass::Channel(channel::AMQPMethod::Close(c)) => Some(WireError::ChannelClosed {
+            code: c.reply_code,
+            text: c.reply_text.as_str().to_owned(),
+        }),
+        AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
+            Some(WireError::ConnectionClosed {
+                code: c.reply_code,
+                text: c.reply_text.as_str().to_owned(),
+            })
+        }
+        _ => None,
     }
 }
 
