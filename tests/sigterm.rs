@@ -97,6 +97,18 @@ fn job(j: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
+    sigterm_mid_run(&[]).await;
+}
+
+/// The same on one thread: `--threads 1` runs the daemon on tokio's
+/// current-thread scheduler (src/main.rs), not on a one-worker pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_on_the_current_thread_runtime() {
+    sigterm_mid_run(&["--threads", "1"]).await;
+}
+
+/// `global`: the binary's arguments before the subcommand.
+async fn sigterm_mid_run(global: &[&str]) {
     let opts = ApnsSimOptions {
         latency: Latency::Fixed(Duration::from_millis(300)),
         ..ApnsSimOptions::default()
@@ -152,6 +164,7 @@ async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
     }
 
     let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(global)
         .args(["run", "--config"])
         .arg(&path)
         .stdout(Stdio::null())

@@ -10,13 +10,15 @@
 # separated by `;`, e.g.
 #   SCENARIOS="single --jobs 60000 --recipients 1 --prefetch 256 --gateway-threads 1" \
 #     bash loadtest/scripts/compare.sh 6 /tmp/pg-before /tmp/pg-after
+# SIM_THREADS=1 runs the shared simulator on one runtime thread (the
+# cheaper stand-in for single-recipient jobs; fan-out wants the default).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=$1; shift
 lt=./target/release/loadtest
 sim_bin=./target/release/pushgate
 port=$((20000 + RANDOM % 20000))
-chrt -r 10 "$sim_bin" simulate --accept-all --apns-addr 127.0.0.1:$port \
+chrt -r 10 "$sim_bin" ${SIM_THREADS:+--threads "$SIM_THREADS"} simulate --accept-all --apns-addr 127.0.0.1:$port \
   --fcm-addr 127.0.0.1:0 --webpush-addr 127.0.0.1:0 > /dev/null 2>&1 &
 sim=$!
 trap 'kill $sim' EXIT

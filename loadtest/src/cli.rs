@@ -117,6 +117,14 @@ pub struct Common {
     /// one per core. 1 leaves the other core to the broker and the simulator.
     #[arg(long)]
     pub gateway_threads: Option<u16>,
+    /// The simulator's runtime worker threads (`pushgate --threads` for
+    /// `pushgate simulate`); default: one per core. 1 runs it on tokio's
+    /// current-thread scheduler, which answers a burst of requests in one
+    /// write: the cheaper stand-in when the gateway sends single-recipient
+    /// jobs (the provider's CPU is not the gateway's in production), too
+    /// little for fan-out, which needs more than a core of it.
+    #[arg(long)]
+    pub sim_threads: Option<u16>,
     /// Keep the gateway on this one CPU (`taskset -c N`). With one runtime
     /// thread, that thread and lapin's I/O thread then wake each other on
     /// the same core: single-recipient jobs took a third less gateway CPU

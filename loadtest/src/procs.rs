@@ -61,13 +61,18 @@ impl Proc {
 
 /// Starts `pushgate simulate` with the APNs simulator on a free loopback
 /// port (FCM and Web Push too, on free ports) and returns its address.
+/// `threads`: its runtime worker threads (`--threads`), else its default.
 pub async fn start_sim(
     bin: &Path,
     accept_all: bool,
     latency: &str,
+    threads: Option<u16>,
     log: PathBuf,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     let mut cmd = Command::new(bin);
+    if let Some(n) = threads {
+        cmd.arg("--threads").arg(n.to_string());
+    }
     cmd.arg("simulate")
         .args(["--apns-addr", "127.0.0.1:0", "--fcm-addr", "127.0.0.1:0"])
         .args(["--webpush-addr", "127.0.0.1:0", "--latency", latency]);

@@ -123,9 +123,10 @@ async fn simulator(
     }
     let log = dir.join(format!("{}.sim.log", names.tag));
     let accept_all = args.mix == Mix::Ok;
-    let (proc, addr) = procs::start_sim(bin, accept_all, &args.latency, log)
-        .await
-        .context("starting the APNs simulator")?;
+    let (proc, addr) =
+        procs::start_sim(bin, accept_all, &args.latency, args.common.sim_threads, log)
+            .await
+            .context("starting the APNs simulator")?;
     let pid = proc.pid;
     Ok((Some(proc), addr, Some(pid)))
 }
@@ -148,7 +149,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
         preload: args.preload,
         latency: args.latency.clone(),
         settings: format!(
-            "gateway: {} APNs connections, prefetch {}, max_in_flight {}, app rate {}, device bucket {}, runtime threads {}, results {}; mix {:?}, invalid share {}{}; scheduling: {}",
+            "gateway: {} APNs connections, prefetch {}, max_in_flight {}, app rate {}, device bucket {}, runtime threads {}, simulator threads {}, results {}; mix {:?}, invalid share {}{}; scheduling: {}",
             c.connections,
             c.prefetch,
             c.max_in_flight,
@@ -156,6 +157,11 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
             if c.device_per_minute == 0 { "off".to_string() } else { format!("{}/min", c.device_per_minute) },
             c.gateway_threads.map_or_else(|| "one per core".to_string(), |n| n.to_string())
                 + &c.gateway_cpu.map(|n| format!(" (pinned to CPU {n})")).unwrap_or_default(),
+            match (c.sim_addr, c.sim_threads) {
+                (Some(_), _) => "attached".to_string(),
+                (None, None) => "one per core".to_string(),
+                (None, Some(n)) => n.to_string(),
+            },
             if args.results == Results::All { "all" } else { "undelivered only" },
             args.mix,
             args.invalid,
