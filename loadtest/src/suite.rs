@@ -68,8 +68,20 @@ fn one_thread(c: &Common) -> Common {
     c
 }
 
+/// Single-recipient jobs at full speed: the simulator on one runtime thread
+/// too unless `--sim-threads` says otherwise, and one APNs connection. With
+/// both on tokio's current-thread scheduler, a burst of jobs shares a TLS
+/// write each way, and one connection carries the whole burst
+/// (docs/benchmarks.md, round 6).
+fn single_recipient(c: &Common) -> Common {
+    let mut c = one_thread(c);
+    c.sim_threads = c.sim_threads.or(Some(1));
+    c.connections = 1;
+    c
+}
+
 fn single(c: &Common, k: f64) -> Vec<RunArgs> {
-    let mut all = base(&one_thread(c), 100_000.0 * k, 1);
+    let mut all = base(&single_recipient(c), 100_000.0 * k, 1);
     all.baselines = vec![Baseline::Bare];
     let mut und = all.clone();
     und.results = Results::Undelivered;
