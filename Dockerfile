@@ -12,12 +12,14 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # What the build reads: the workspace manifests and lock file, the sources of
-# both members (Cargo needs the loadtest manifest), and config/dev (the simulators'
-# dev certificates are compiled in with include_str!). .dockerignore keeps the
+# both members (Cargo needs the loadtest manifest), the patched h2
+# (vendor/h2, [patch.crates-io]) and config/dev (the simulators' dev
+# certificates are compiled in with include_str!). .dockerignore keeps the
 # rest of the repository out of the context.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY loadtest ./loadtest
+COPY vendor/h2 ./vendor/h2
 COPY config/dev ./config/dev
 # Cache mounts keep the registry and the target directory between builds; the
 # binary is copied out in the same step because cache mounts are not part of
