@@ -26,7 +26,8 @@ src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/h2-"$version" | head -1
 rm -rf vendor/h2.new
 cp -r "$src" vendor/h2.new
 rm -rf vendor/h2.new/{benches,examples,.github,.cargo-ok,Cargo.lock,Cargo.toml.orig,CONTRIBUTING.md}
-cp vendor/h2/PATCHES.md vendor/h2.new/
+sed "s/^This is h2 [0-9.]* from crates.io/This is h2 $version from crates.io/" \
+  vendor/h2/PATCHES.md > vendor/h2.new/PATCHES.md
 (cd vendor/h2.new && patch -p1 --no-backup-if-mismatch < ../h2-hpack.patch)
 rm -rf vendor/h2
 mv vendor/h2.new vendor/h2

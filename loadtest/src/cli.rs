@@ -125,10 +125,11 @@ pub struct Common {
     /// little for fan-out, which needs more than a core of it.
     #[arg(long)]
     pub sim_threads: Option<u16>,
-    /// Keep the gateway on this one CPU (`taskset -c N`). With one runtime
-    /// thread, that thread and lapin's I/O thread then wake each other on
-    /// the same core: single-recipient jobs took a third less gateway CPU
-    /// here (docs/benchmarks.md, round 4).
+    /// Keep the gateway on this one CPU (`taskset -c N`). With lapin
+    /// consuming (round 4) that saved a third of the gateway's CPU per
+    /// single-recipient job; on the current-thread runtime it cost 10% of
+    /// jobs/s, lapin's result thread sharing the core (docs/benchmarks.md,
+    /// round 6).
     #[arg(long)]
     pub gateway_cpu: Option<u16>,
     /// Run the load test and every process it starts (gateway, simulator,
