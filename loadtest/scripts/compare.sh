@@ -11,7 +11,7 @@
 #   SCENARIOS="single --jobs 60000 --recipients 1 --prefetch 256 --gateway-threads 1" \
 #     bash loadtest/scripts/compare.sh 6 /tmp/pg-before /tmp/pg-after
 # SIM_THREADS=1 runs the shared simulator on one runtime thread (the
-# cheaper stand-in for single-recipient jobs; fan-out wants the default).
+# cheaper stand-in at zero latency, docs/benchmarks.md round 6).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=$1; shift

@@ -120,9 +120,9 @@ pub struct Common {
     /// The simulator's runtime worker threads (`pushgate --threads` for
     /// `pushgate simulate`); default: one per core. 1 runs it on tokio's
     /// current-thread scheduler, which answers a burst of requests in one
-    /// write: the cheaper stand-in when the gateway sends single-recipient
-    /// jobs (the provider's CPU is not the gateway's in production), too
-    /// little for fan-out, which needs more than a core of it.
+    /// write: the cheaper and more faithful stand-in at zero latency (the
+    /// provider's CPU is not the gateway's in production; h2load against it
+    /// did 90,000-138,000 req/s, against the default 56,000-85,000).
     #[arg(long)]
     pub sim_threads: Option<u16>,
     /// Keep the gateway on this one CPU (`taskset -c N`). With lapin
