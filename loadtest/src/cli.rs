@@ -132,6 +132,15 @@ pub struct Common {
     /// round 6).
     #[arg(long)]
     pub gateway_cpu: Option<u16>,
+    /// Keep the broker (every thread of beam.smp) on this one CPU for the
+    /// run, and the load test with everything it starts (gateway,
+    /// simulator, baselines) on the others; the broker's own mask is
+    /// restored at the end. Production runs the broker on hosts of its
+    /// own: on shared cores the gateway's and the simulator's CPU came out
+    /// of the broker's, while the bare consumer, which needs no simulator,
+    /// left it alone (docs/benchmarks.md, round 7). Needs 2 or more CPUs.
+    #[arg(long)]
+    pub broker_cpu: Option<u16>,
     /// Run the load test and every process it starts (gateway, simulator,
     /// baselines) under SCHED_RR: on a machine shared with builds, the
     /// scheduler's wake-up latency otherwise dominates every round trip

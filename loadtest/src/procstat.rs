@@ -105,6 +105,34 @@ pub fn realtime_self() -> std::io::Result<()> {
     }
 }
 
+/// The CPUs `pid` may run on, as `taskset` lists them (e.g. `0-1`).
+pub fn cpu_list(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|l| l.trim().to_string())
+}
+
+/// Sets the CPUs of every thread of `pid` (util-linux `taskset -a`); the
+/// threads they start later inherit it.
+pub fn pin_pid(pid: u32, cpus: &str) -> std::io::Result<()> {
+    let pid = pid.to_string();
+    let args = ["-a", "-p", "-c", cpus, &pid];
+    let status = std::process::Command::new("taskset")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "taskset {} failed",
+            args.join(" ")
+        )))
+    }
+}
+
 /// Sets every thread of `pid` to SCHED_RR 10 (`on`) or back to SCHED_OTHER (util-linux `chrt`).
 pub fn realtime_pid(pid: u32, on: bool) -> std::io::Result<()> {
     let pid = pid.to_string();

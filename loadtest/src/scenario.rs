@@ -37,6 +37,11 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
     let work_dir = std::env::temp_dir().join("pushgate-loadtest");
     std::fs::create_dir_all(&work_dir)?;
     let bin = procs::pushgate_bin(&args.common);
+    // Before the simulator starts: it inherits the load test's CPUs.
+    let _broker_pin = match args.common.broker_cpu {
+        Some(cpu) => BrokerPinned::on(cpu, cores, args.common.gateway_cpu)?,
+        None => BrokerPinned(None),
+    };
     let (sim, sim_addr, sim_pid) = simulator(&args, &bin, &work_dir, &names).await?;
     let conn = broker::connect(&args.common.amqp_url, &format!("loadtest-{}", names.tag)).await?;
     let _broker_rt = if args.common.realtime && args.common.realtime_broker {
@@ -173,7 +178,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
                 (false, _) => "normal (CFS)",
                 (true, false) => "SCHED_RR for the load test, gateway, simulator and baselines; broker normal",
                 (true, true) => "SCHED_RR for everything measured, broker included",
-            }
+            }.to_string() + &c.broker_cpu.map(|n| format!("; broker pinned to CPU {n}, everything else on the other CPUs")).unwrap_or_default()
         ),
         connections: c.connections,
         max_in_flight: c.max_in_flight,
@@ -229,6 +234,43 @@ async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
 }
 
 /// The broker under SCHED_RR for the run; its normal policy comes back on drop.
+/// The broker kept on one CPU and the load test on the others, for the
+/// run: restores the broker's CPUs when dropped.
+struct BrokerPinned(Option<(u32, String)>);
+
+impl BrokerPinned {
+    fn on(cpu: u16, cores: usize, gateway_cpu: Option<u16>) -> anyhow::Result<BrokerPinned> {
+        let cpu = usize::from(cpu);
+        anyhow::ensure!(
+            cores >= 2 && cpu < cores,
+            "--broker-cpu {cpu}: needs 2 or more CPUs and one of 0..{cores}"
+        );
+        anyhow::ensure!(
+            gateway_cpu.map(usize::from) != Some(cpu),
+            "--broker-cpu and --gateway-cpu name the same CPU"
+        );
+        let pid =
+            procstat::find_by_name("beam.smp").context("--broker-cpu: no beam.smp process")?;
+        let before = procstat::cpu_list(pid).context("--broker-cpu: the broker's CPUs")?;
+        let others: Vec<String> = (0..cores)
+            .filter(|&c| c != cpu)
+            .map(|c| c.to_string())
+            .collect();
+        procstat::pin_pid(std::process::id(), &others.join(","))
+            .context("--broker-cpu: the load test")?;
+        procstat::pin_pid(pid, &cpu.to_string()).context("--broker-cpu: the broker")?;
+        Ok(BrokerPinned(Some((pid, before))))
+    }
+}
+
+impl Drop for BrokerPinned {
+    fn drop(&mut self) {
+        if let Some((pid, before)) = &self.0 {
+            let _ = procstat::pin_pid(*pid, before);
+        }
+    }
+}
+
 struct BrokerRealtime(Option<u32>);
 
 impl BrokerRealtime {
