@@ -50,6 +50,11 @@ fn single(r: &RunReport, rate: f64, s: &mut String) {
         } else {
             "undelivered-only results"
         };
+        let what = if r.settings.contains("broker pinned") {
+            format!("{what}, the broker on a core of its own")
+        } else {
+            what.to_owned()
+        };
         let _ = writeln!(
             s,
             "| single-recipient end to end >= 90% of the bare consumer ({what}) | {} vs {} msg/s = {:.0}% | {} |",
