@@ -28,8 +28,10 @@
 //! - [`app`]: wiring and lifecycle of the daemon (`pushgate run`), reconnects, shutdown.
 //! - [`telemetry`]: Prometheus metrics, campaign stats, impression/click events,
 //!   the admin HTTP server and log set-up.
+//! - [`alloc`]: the binary's global allocator (mimalloc, called the way `malloc` is).
 //! - [`cmd`]: the CLI sub-commands that are not the daemon (`check-config`, `send`, `simulate`).
 
+pub mod alloc;
 pub mod app;
 pub mod cmd;
 pub mod config;

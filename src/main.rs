@@ -8,7 +8,7 @@ use pushgate::cmd;
 /// mimalloc instead of glibc's malloc: per-thread free lists without
 /// glibc's consolidation passes (see docs/benchmarks.md for the figures).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: pushgate::alloc::MiMalloc = pushgate::alloc::MiMalloc;
 
 /// Turns transparent huge pages off for this process, unless the operator
 /// set `MIMALLOC_ALLOW_THP` (mimalloc's own switch; `0` does the same).
