@@ -154,11 +154,7 @@ fn mix(r: &RunReport, s: &mut String) {
         .expected_codes
         .iter()
         .all(|(c, n)| t.codes.get(c) == Some(n));
-    let ok = g.published == r.jobs
-        && g.jobs_left == 0
-        && r.dead_ok(g)
-        && r.missing == 0
-        && exact;
+    let ok = g.published == r.jobs && g.jobs_left == 0 && r.dead_ok(g) && r.missing == 0 && exact;
     let _ = writeln!(
         s,
         "| count everything: published = acked + dead-lettered, results = recipients, codes exact | {} jobs, {} dead-lettered, {} results, {} duplicates after {} forced disconnect(s) | {} |",
