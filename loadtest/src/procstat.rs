@@ -117,9 +117,22 @@ pub fn cpu_list(pid: u32) -> Option<String> {
 /// Sets the CPUs of every thread of `pid` (util-linux `taskset -a`); the
 /// threads they start later inherit it.
 pub fn pin_pid(pid: u32, cpus: &str) -> std::io::Result<()> {
+    util_linux("taskset", &["-a", "-p", "-c", cpus, &pid.to_string()])
+}
+
+/// Sets every thread of `pid` to SCHED_RR 10 (`on`) or back to SCHED_OTHER (util-linux `chrt`).
+pub fn realtime_pid(pid: u32, on: bool) -> std::io::Result<()> {
     let pid = pid.to_string();
-    let args = ["-a", "-p", "-c", cpus, &pid];
-    let status = std::process::Command::new("taskset")
+    if on {
+        util_linux("chrt", &["-r", "-a", "-p", "10", &pid])
+    } else {
+        util_linux("chrt", &["-o", "-a", "-p", "0", &pid])
+    }
+}
+
+/// Runs a util-linux tool quietly; its failure is an error naming the command.
+fn util_linux(tool: &str, args: &[&str]) -> std::io::Result<()> {
+    let status = std::process::Command::new(tool)
         .args(args)
         .stdout(std::process::Stdio::null())
         .status()?;
@@ -127,26 +140,7 @@ pub fn pin_pid(pid: u32, cpus: &str) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::other(format!(
-            "taskset {} failed",
-            args.join(" ")
-        )))
-    }
-}
-
-/// Sets every thread of `pid` to SCHED_RR 10 (`on`) or back to SCHED_OTHER (util-linux `chrt`).
-pub fn realtime_pid(pid: u32, on: bool) -> std::io::Result<()> {
-    let pid = pid.to_string();
-    let args: Vec<&str> = if on {
-        vec!["-r", "-a", "-p", "10", &pid]
-    } else {
-        vec!["-o", "-a", "-p", "0", &pid]
-    };
-    let status = std::process::Command::new("chrt").args(&args).status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "chrt {} failed",
+            "{tool} {} failed",
             args.join(" ")
         )))
     }
