@@ -233,9 +233,9 @@ async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
     out
 }
 
-/// The broker under SCHED_RR for the run; its normal policy comes back on drop.
 /// The broker kept on one CPU and the load test on the others, for the
-/// run: restores the broker's CPUs when dropped.
+/// run (CPUs numbered from 0, as on this machine): restores the broker's
+/// CPUs when dropped.
 struct BrokerPinned(Option<(u32, String)>);
 
 impl BrokerPinned {
@@ -271,6 +271,7 @@ impl Drop for BrokerPinned {
     }
 }
 
+/// The broker under SCHED_RR for the run; its normal policy comes back on drop.
 struct BrokerRealtime(Option<u32>);
 
 impl BrokerRealtime {

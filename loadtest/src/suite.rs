@@ -111,7 +111,7 @@ fn single(c: &Common, k: f64) -> Vec<RunArgs> {
     ];
     // Production runs the broker on hosts of its own; here it shares two
     // cores with the gateway and the simulator unless one is its own.
-    if c.broker_cpu.is_none() && cores() >= 2 {
+    if c.broker_cpu.is_none() && crate::procstat::machine().1 >= 2 {
         let mut own = all;
         own.common.broker_cpu = Some(0);
         runs.push(titled(
@@ -120,10 +120,6 @@ fn single(c: &Common, k: f64) -> Vec<RunArgs> {
         ));
     }
     runs
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn fanout(c: &Common, k: f64) -> Vec<RunArgs> {

@@ -313,9 +313,8 @@ impl ApnsSim {
 
 /// A header value that is new in every response (a UUID), sent as an HPACK
 /// literal that is never indexed. Indexing it cost the simulator a search
-/// of its dynamic table and an insert per answer, and the gateway's
-/// decoder an insert per answer, for a value never seen again: a tenth of
-/// the simulator's instructions per request (docs/benchmarks.md, round 7).
+/// of its dynamic table and an insert per answer, for a value never seen
+/// again: 7% of its instructions per request (docs/benchmarks.md, round 7).
 /// HPACK leaves the choice to the encoder; what the client reads is the same.
 fn unique_value(v: &str) -> Option<HeaderValue> {
     let mut v = HeaderValue::from_str(v).ok()?;
