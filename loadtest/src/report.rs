@@ -24,6 +24,8 @@ pub struct RunReport {
     pub preload: bool,
     pub latency: String,
     pub settings: String,
+    /// The broker's own CPU for the run (`--broker-cpu`), if it had one.
+    pub broker_cpu: Option<u16>,
     pub connections: usize,
     pub max_in_flight: usize,
     pub gateway: Option<GatewayRun>,

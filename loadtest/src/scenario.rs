@@ -180,6 +180,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
                 (true, true) => "SCHED_RR for everything measured, broker included",
             }.to_string() + &c.broker_cpu.map(|n| format!("; broker pinned to CPU {n}, everything else on the other CPUs")).unwrap_or_default()
         ),
+        broker_cpu: c.broker_cpu,
         connections: c.connections,
         max_in_flight: c.max_in_flight,
         gateway: None,

@@ -50,7 +50,7 @@ fn single(r: &RunReport, rate: f64, s: &mut String) {
         } else {
             "undelivered-only results"
         };
-        let what = if r.settings.contains("broker pinned") {
+        let what = if r.broker_cpu.is_some() {
             format!("{what}, the broker on a core of its own")
         } else {
             what.to_owned()
