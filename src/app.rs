@@ -158,7 +158,14 @@ pub async fn run_with<D: Deliver>(
     watcher.abort();
     upkeep.abort();
     status.ready.store(false, Ordering::SeqCst);
-    tracing::info!("stopped");
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    tracing::info!(
+        jobs_received = count(&status.jobs_received),
+        jobs_acked = count(&status.jobs_acked),
+        jobs_requeued = count(&status.jobs_requeued),
+        ack_frames = count(&status.ack_frames),
+        "stopped"
+    );
     Ok(())
 }
 

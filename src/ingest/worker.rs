@@ -20,6 +20,13 @@ use crate::config::InputQueue;
 use crate::dispatch::Deliver;
 use crate::telemetry::metrics::{ConsumerGauge, QueueCounters};
 
+/// How long half the prefetch window may wait, finished, behind one job
+/// in flight before it is acked one frame per job (see `acks`). Well above
+/// the few milliseconds by which one provider connection's jobs finish
+/// after another's, and short against a job that is really slow (a
+/// throttled campaign, a provider timing out).
+const HEAD_PATIENCE: Duration = Duration::from_millis(500);
+
 /// What a job task ends with: its delivery tag and how to settle it.
 type TaskOutput = (u64, Result<Disposition, IngestError>);
 
@@ -31,7 +38,8 @@ pub(super) struct Worker<D> {
     consumer: WireConsumer,
     tag: String,
     acks: AckTracker,
-    /// Finished jobs waiting behind a slow one before they are acked singly.
+    /// Finished jobs waiting behind a slow one (for `HEAD_PATIENCE`) before
+    /// they are acked singly.
     blocked_limit: usize,
     tasks: JoinSet<TaskOutput>,
     task_tags: HashMap<Id, u64>,
@@ -65,7 +73,7 @@ impl<D: Deliver> Worker<D> {
             }),
             consumer,
             tag,
-            acks: AckTracker::new(),
+            acks: AckTracker::new(HEAD_PATIENCE),
             blocked_limit: usize::from(input.prefetch / 2).max(1),
             tasks: JoinSet::new(),
             task_tags: HashMap::new(),
@@ -78,8 +86,13 @@ impl<D: Deliver> Worker<D> {
         drain: Duration,
     ) -> Result<(), IngestError> {
         loop {
+            // A slow head's patience runs out even if no job finishes meanwhile.
+            let recheck = self.acks.recheck_at();
             tokio::select! {
                 _ = stopped(&mut shutdown) => break,
+                _ = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now)), if recheck.is_some() => {
+                    self.flush().await?;
+                }
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finished(joined)?;
                     // Every job already done settles in the same flush: one
@@ -162,7 +175,7 @@ impl<D: Deliver> Worker<D> {
 
     /// Sends the acks / nacks of the finished prefix.
     async fn flush(&mut self) -> Result<(), IngestError> {
-        for settle in self.acks.settle(self.blocked_limit) {
+        for settle in self.acks.settle(self.blocked_limit, Instant::now()) {
             let st = &self.ctx.status;
             match settle.disposition {
                 Disposition::Ack => {
