@@ -7,7 +7,7 @@
 pub mod json;
 
 use std::borrow::Cow;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -152,9 +152,50 @@ pub fn token_of(recipient: &Recipient) -> Option<String> {
     }
 }
 
-/// `ts` of result entries: RFC 3339 with milliseconds, UTC.
+/// `ts` of result entries: RFC 3339 with milliseconds, UTC
+/// (`2026-11-22T10:00:00.123Z`), as `humantime::format_rfc3339_millis`
+/// writes it (the tests compare the two). Written by hand: one call per
+/// job, and humantime's `Display` went through `fmt` machinery at about 600
+/// instructions a call (callgrind, docs/benchmarks.md round 8). Times
+/// before 1970 or past 9999 are clamped into that range.
 pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
+    const MAX_SECS: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs().min(MAX_SECS);
+    let millis = since.subsec_millis();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(millis));
+    // Only ASCII digits and separators went in, so this never falls back.
+    std::str::from_utf8(&b).unwrap_or_default().to_owned()
+}
+
+/// Year, month (1-12) and day (1-31) of `days` after 1970-01-01 in the
+/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The result messages of a job's entries: chunks of at most [`MAX_ENTRIES`].
@@ -275,6 +316,42 @@ mod tests {
     use super::*;
     use crate::job::DeviceToken;
     use std::time::Duration;
+
+    #[test]
+    fn timestamps_match_humantime() {
+        let humantime = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        let mut secs: Vec<u64> = vec![
+            0,
+            59,
+            86_399,
+            86_400,
+            951_782_400,   // 2000-02-29
+            951_868_800,   // 2000-03-01
+            4_107_542_400, // 2100-03-01 (2100 is no leap year)
+            1_795_000_000,
+            253_402_300_799, // 9999-12-31T23:59:59
+        ];
+        // Every day boundary of four years around a leap day, and a spread
+        // of seconds across the range.
+        secs.extend((0..1500).map(|d| 1_704_067_200 + d * 86_400 - 1));
+        secs.extend((0..5000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 253_402_300_800));
+        for s in secs {
+            for ms in [0, 7, 999] {
+                let t = UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms);
+                assert_eq!(timestamp(t), humantime(t), "{s} s {ms} ms");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_out_of_range_are_clamped() {
+        assert_eq!(
+            timestamp(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(timestamp(far), "9999-12-31T23:59:59.000Z");
+    }
 
     fn recipient(token: &str) -> Recipient {
         Recipient {

@@ -42,7 +42,7 @@ pub fn render<'a>(tpl: &'a str, vars: &BTreeMap<String, String>) -> Cow<'a, str>
     let mut out = String::with_capacity(tpl.len() + 16);
     out.push_str(&tpl[..first]);
     let mut rest = &tpl[first..];
-    while let Some(at) = rest.find("{{") {
+    while let Some(at) = find_open(rest) {
         out.push_str(&rest[..at]);
         let inner = &rest[at + 2..];
         match parse(inner) {
@@ -70,7 +70,7 @@ pub fn render<'a>(tpl: &'a str, vars: &BTreeMap<String, String>) -> Cow<'a, str>
 /// where the first bad one starts and what is wrong.
 pub fn check(tpl: &str) -> Result<(), String> {
     let mut offset = 0;
-    while let Some(at) = tpl[offset..].find("{{") {
+    while let Some(at) = find_open(&tpl[offset..]) {
         let start = offset + at;
         let inner = &tpl[start + 2..];
         let p = parse(inner).map_err(|e| format!("placeholder at byte {start}: {e}"))?;
@@ -83,7 +83,7 @@ pub fn check(tpl: &str) -> Result<(), String> {
 pub fn variables(tpl: &str) -> Vec<&str> {
     let mut names = Vec::new();
     let mut rest = tpl;
-    while let Some(at) = rest.find("{{") {
+    while let Some(at) = find_open(rest) {
         let inner = &rest[at + 2..];
         match parse(inner) {
             Ok(p) => {
