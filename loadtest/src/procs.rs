@@ -73,9 +73,13 @@ pub async fn start_sim(
     if let Some(n) = threads {
         cmd.arg("--threads").arg(n.to_string());
     }
+    // Production APNs, as the gateway's config says: a campaign's load goes
+    // there, and its answers carry no `apns-unique-id` (the sandbox adds one
+    // to every success, which the gateway would decode and drop).
     cmd.arg("simulate")
         .args(["--apns-addr", "127.0.0.1:0", "--fcm-addr", "127.0.0.1:0"])
-        .args(["--webpush-addr", "127.0.0.1:0", "--latency", latency]);
+        .args(["--webpush-addr", "127.0.0.1:0", "--latency", latency])
+        .arg("--production");
     if accept_all {
         cmd.arg("--accept-all");
     }
@@ -128,7 +132,7 @@ format = "json"
 level = "info"
 
 [apps.shop.apns]
-environment = "sandbox"
+environment = "production"
 endpoint = "https://{sim}"
 topic = "com.example.shop"
 team_id = "DEVTEAM001"
