@@ -47,6 +47,8 @@ pub struct GatewayRun {
     /// Gateway log: lines, and "broker session lost" lines.
     pub log_lines: usize,
     pub sessions_lost: usize,
+    /// Jobs acked and `basic.ack` frames, from the gateway's "stopped" line.
+    pub acks: Option<(u64, u64)>,
     pub timed_out: bool,
 }
 
@@ -195,9 +197,18 @@ fn finish(
         disconnect_error: None,
         log_lines: log.lines().count(),
         sessions_lost: log.matches("broker session lost").count(),
+        acks: acks_of(&log),
         timed_out: w.timed_out,
         tracker: w.tracker,
     }
+}
+
+/// Jobs acked and ack frames from the gateway's JSON "stopped" line.
+fn acks_of(log: &str) -> Option<(u64, u64)> {
+    let line = log.lines().rev().find(|l| l.contains("\"stopped\""))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let field = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    Some((field("jobs_acked")?, field("ack_frames")?))
 }
 
 async fn preload(p: &Phase<'_>, times: &PublishTimes, done: &AtomicU64) -> anyhow::Result<()> {
@@ -431,5 +442,23 @@ impl Drain {
         } else if ready > 0 {
             self.drained = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_come_from_the_stopped_line() {
+        let log = concat!(
+            r#"{"level":"INFO","message":"draining: consumers cancelled","target":"pushgate::app"}"#,
+            "\n",
+            r#"{"level":"INFO","jobs_received":200000,"jobs_acked":199990,"jobs_requeued":10,"ack_frames":224,"message":"stopped","target":"pushgate::app"}"#,
+            "\n"
+        );
+        assert_eq!(acks_of(log), Some((199_990, 224)));
+        assert_eq!(acks_of("{\"message\":\"stopped\"}"), None, "an older gateway");
+        assert_eq!(acks_of(""), None);
     }
 }

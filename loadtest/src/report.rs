@@ -208,6 +208,16 @@ impl RunReport {
                 (t.finals + t.retrying) as f64 / t.messages.max(1) as f64
             ),
         ));
+        if let Some((acked, frames)) = g.acks {
+            rows.push((
+                "gateway ack frames (jobs per frame)".into(),
+                format!(
+                    "{} ({:.1})",
+                    thousands(frames as f64),
+                    acked as f64 / frames.max(1) as f64
+                ),
+            ));
+        }
         rows.push((
             "gateway log lines".into(),
             format!("{} ({per:.4} per notification)", g.log_lines),
