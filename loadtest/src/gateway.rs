@@ -197,7 +197,7 @@ fn finish(
         disconnect_error: None,
         log_lines: log.lines().count(),
         sessions_lost: log.matches("broker session lost").count(),
-        acks: acks_of(&log),
+        acks: acks_of(log),
         timed_out: w.timed_out,
         tracker: w.tracker,
     }
@@ -458,7 +458,11 @@ mod tests {
             "\n"
         );
         assert_eq!(acks_of(log), Some((199_990, 224)));
-        assert_eq!(acks_of("{\"message\":\"stopped\"}"), None, "an older gateway");
+        assert_eq!(
+            acks_of("{\"message\":\"stopped\"}"),
+            None,
+            "an older gateway"
+        );
         assert_eq!(acks_of(""), None);
     }
 }
