@@ -1,7 +1,9 @@
-//! pushgate's own AMQP consumer (`ingest::client::WireConsumer`) against the
-//! real RabbitMQ: bodies over several frames, properties and headers,
-//! heartbeats on an idle connection, nack and redelivery, a deleted queue,
-//! refusals at open. The daemon's flows (tests/amqp_*.rs) run on it too.
+//! pushgate's own AMQP consumer (`ingest::client::WireConsumer`) and
+//! confirmed publisher (`WirePublisher`) against the real RabbitMQ: bodies
+//! over several frames, properties and headers, heartbeats on an idle
+//! connection, nack and redelivery, a deleted queue, refusals at open;
+//! confirms and nacks, a closed channel, a closed publisher. The daemon's
+//! flows (tests/amqp_*.rs) run on both too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -11,7 +13,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use pushgate::ingest::client::{Open, OpenError, WireConsumer};
+use pushgate::ingest::client::{
+    Confirm, Open, OpenError, Props, Table, WireConsumer, WirePublisher,
+};
 
 fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -220,4 +224,121 @@ async fn refusals_at_open_are_clear_errors() {
     let refused =
         WireConsumer::open(open("amqp://guest:guest@127.0.0.1:1/%2f"), "q", "t", 10).await;
     assert!(matches!(refused, Err(OpenError::Broker(_))));
+}
+
+async fn confirm(p: &WirePublisher, exchange: &str, key: &str, body: &[u8], props: Props) -> bool {
+    let answer = p.publish(exchange, key, body, props).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), Confirm::wire(answer).wait())
+        .await
+        .expect("an answer within 10 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_are_confirmed_and_arrive_whole() {
+    let (conn, ch, q) = queue("publish").await;
+    let url = amqp_url();
+    let p = WirePublisher::open(open(&url)).await.unwrap();
+    // 300 KB: three body frames or more at RabbitMQ's 128 KB frame_max.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let props = Props {
+        headers: Table::new()
+            .int("x-pushgate-attempt", 2)
+            .text("x-reason", "r"),
+        timestamp: Some(1_700_000_000),
+    };
+    assert!(confirm(&p, "", &q, &big, props).await);
+    // Many in flight at once: each gets its own answer.
+    let mut answers = Vec::new();
+    for i in 0..200u32 {
+        let body = format!("{{\"n\":{i}}}");
+        answers.push(
+            p.publish("", &q, body.as_bytes(), Props::default())
+                .await
+                .unwrap(),
+        );
+    }
+    for a in answers {
+        assert!(Confirm::wire(a).wait().await.unwrap(), "acked");
+    }
+    assert!(
+        confirm(&p, "", &q, b"", Props::default()).await,
+        "an empty body"
+    );
+    p.close("test done").await.unwrap();
+
+    let mut c = WireConsumer::open(open(&url), &q, "t-publish", 300)
+        .await
+        .unwrap();
+    let d = next(&mut c).await;
+    assert!(d.data == big, "the body arrives byte for byte");
+    assert_eq!(d.header_int("x-pushgate-attempt"), Some(2));
+    assert_eq!(d.header_text("x-reason").as_deref(), Some("r"));
+    assert_eq!(d.timestamp(), Some(1_700_000_000));
+    for i in 0..200u32 {
+        assert_eq!(
+            next(&mut c).await.data,
+            format!("{{\"n\":{i}}}").as_bytes(),
+            "in order"
+        );
+    }
+    let last = next(&mut c).await;
+    assert!(last.data.is_empty());
+    c.ack(last.tag, true).await.unwrap();
+    c.close("test done").await.unwrap();
+    cleanup(conn, &ch, &[&q]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_nacks_and_its_messages_are_not_taken() {
+    // The helper's queue is only for its connection and channel.
+    let (conn, ch, spare) = queue("spare").await;
+    // A queue that refuses publishes beyond one message.
+    let q = format!("wire-test-full-{:08x}", fastrand::u32(..));
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    let url = amqp_url();
+    let p = WirePublisher::open(open(&url)).await.unwrap();
+    assert!(
+        confirm(&p, "", &q, b"1", Props::default()).await,
+        "room for one"
+    );
+    assert!(!confirm(&p, "", &q, b"2", Props::default()).await, "nacked");
+    assert!(!confirm(&p, "", &q, b"3", Props::default()).await, "nacked");
+    assert_eq!(message_count(&ch, &q).await, 1);
+    p.close("test done").await.unwrap();
+    cleanup(conn, &ch, &[&q, &spare]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_channel_or_connection_fails_the_publishes() {
+    let url = amqp_url();
+    let p = WirePublisher::open(open(&url)).await.unwrap();
+    // An exchange that does not exist: the broker closes the channel (404).
+    let answer = p
+        .publish(
+            "no-such-exchange-pushgate-test",
+            "k",
+            b"{}",
+            Props::default(),
+        )
+        .await
+        .unwrap();
+    let err = Confirm::wire(answer).wait().await.unwrap_err().to_string();
+    assert!(err.contains("404") || err.contains("NOT_FOUND"), "{err}");
+    let later = p.publish("", "any", b"{}", Props::default()).await;
+    assert!(later.is_err(), "nothing is taken after the channel closed");
+
+    let p = WirePublisher::open(open(&url)).await.unwrap();
+    p.close("test done").await.unwrap();
+    let after = p.publish("", "any", b"{}", Props::default()).await;
+    let err = after.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("closed"), "{err}");
 }

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::batch::ResultBatcher;
-use super::client::{self, Connection};
+use super::client::{self, Connection, WirePublisher};
 use super::control::Listener;
 use super::handle::SessionCtx;
 use super::retry::RetryPolicy;
@@ -109,6 +109,10 @@ async fn run_connected<D: Deliver>(
     topology::declare(&setup, &base.amqp, &base.retry).await?;
     let publisher = conn.channel().await?;
     publisher.confirm_select().await?;
+    // Result batches go out on a connection of pushgate's own, read on this
+    // runtime (client/wire/publish.rs); named like the session's.
+    let results =
+        Arc::new(WirePublisher::open(open_options(&base.amqp, &base.amqp.connection_name)).await?);
     // Stops first: the control stream is replayed before any job is consumed.
     let listener =
         Listener::start(conn, &base.amqp, Arc::clone(&base.policy.stops), &publisher).await?;
@@ -118,7 +122,7 @@ async fn run_connected<D: Deliver>(
         apps: Arc::clone(&base.apps),
         amqp: Arc::clone(&base.amqp),
         publisher: publisher.clone(),
-        results: ResultBatcher::start(publisher.clone(), base.amqp.results_exchange.clone()),
+        results: ResultBatcher::start(Arc::clone(&results), base.amqp.results_exchange.clone()),
         status: Arc::clone(&base.status),
     });
     let mut workers = JoinSet::new();
@@ -141,6 +145,9 @@ async fn run_connected<D: Deliver>(
     let result = supervise(&mut workers, &mut control).await;
     control.abort();
     result?;
+    if let Err(e) = results.close("shutdown").await {
+        tracing::debug!(error = %e, "closing the result publisher");
+    }
     let _ = super::close_channel(&publisher, "shutdown").await;
     let _ = super::close_channel(&setup, "shutdown").await;
     Ok(())

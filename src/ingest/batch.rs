@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::client::{Channel, Confirm, Props};
+use super::client::{Confirm, Props, WirePublisher};
 use super::IngestError;
 use crate::report::{self, ResultEntry, TokenEntry, TokenFeedback};
 
@@ -62,9 +62,9 @@ pub struct ResultBatcher {
 }
 
 impl ResultBatcher {
-    /// Starts the batcher task publishing on `publisher` (in confirm mode)
+    /// Starts the batcher task publishing on `publisher` (pushgate's own)
     /// to `exchange`. It ends when every [`ResultBatcher`] clone is dropped.
-    pub fn start(publisher: Channel, exchange: String) -> ResultBatcher {
+    pub fn start(publisher: Arc<WirePublisher>, exchange: String) -> ResultBatcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(rx, publisher, exchange));
         ResultBatcher { tx }
@@ -97,7 +97,7 @@ impl ResultBatcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Submission>, publisher: Channel, exchange: String) {
+async fn run(mut rx: mpsc::Receiver<Submission>, publisher: Arc<WirePublisher>, exchange: String) {
     let window = Arc::new(Semaphore::new(UNCONFIRMED));
     while let Some(first) = rx.recv().await {
         // A full window waits for a confirm, but not for a stalled one: the
@@ -171,7 +171,7 @@ fn append<T>(to: &mut Vec<T>, mut more: Vec<T>) {
 }
 
 async fn publish_groups(
-    publisher: &Channel,
+    publisher: &WirePublisher,
     exchange: &str,
     groups: Groups,
 ) -> Result<Vec<Confirm>, IngestError> {
@@ -180,20 +180,20 @@ async fn publish_groups(
         let key = report::results_key(&app);
         for msg in report::result_messages(&app, entries) {
             let body = report::json::encode(&msg);
-            confirms.push(
-                publisher
-                    .publish(exchange, &key, &body, Props::default())
-                    .await?,
-            );
+            let answer = publisher
+                .publish(exchange, &key, &body, Props::default())
+                .await
+                .map_err(super::client::Error::from)?;
+            confirms.push(Confirm::wire(answer));
         }
         if !tokens.is_empty() {
             let key = report::token_key(&app);
             let body = serde_json::to_vec(&TokenFeedback { app, tokens })?;
-            confirms.push(
-                publisher
-                    .publish(exchange, &key, &body, Props::default())
-                    .await?,
-            );
+            let answer = publisher
+                .publish(exchange, &key, &body, Props::default())
+                .await
+                .map_err(super::client::Error::from)?;
+            confirms.push(Confirm::wire(answer));
         }
     }
     Ok(confirms)

@@ -3,13 +3,14 @@
 //! declarations. Everything else in `ingest` (and the demo) speaks this API.
 //!
 //! Two clients sit behind it:
-//! - [`WireConsumer`] (`wire.rs`), pushgate's own consumer side of AMQP on
-//!   the tokio runtime, consumes the input queues: the hot path, one
-//!   delivery per job. It took 14% of the instructions off a
-//!   single-recipient job and lapin's I/O thread off the path
-//!   (docs/benchmarks.md, round 5).
+//! - pushgate's own, on the tokio runtime (`wire.rs`), for the hot path:
+//!   [`WireConsumer`] consumes the input queues (one delivery per job; it
+//!   took 14% of the instructions off a single-recipient job,
+//!   docs/benchmarks.md round 5), and [`WirePublisher`] publishes the
+//!   result batches with confirms (lapin's I/O thread off their path:
+//!   +7% single-recipient jobs/s, round 8).
 //! - lapin, in this file only, does the rest: declarations, publishing
-//!   with confirms (results, retries, dead letters), and the control and
+//!   with confirms for retries and dead letters, and the control and
 //!   events consumers. (amqprs, measured faster than lapin, closes its
 //!   connection on a header that is not UTF-8: ruled out in round 4.)
 //!
@@ -30,7 +31,7 @@ use lapin::{BasicProperties, ConnectionProperties};
 
 mod wire;
 
-pub use wire::WireConsumer;
+pub use wire::{WireConsumer, WirePublisher};
 
 /// A broker or connection failure; the session that met it ends.
 #[derive(Debug, thiserror::Error)]
@@ -240,12 +241,29 @@ impl Props {
 }
 
 /// A broker's answer to one publish, to be awaited.
-pub struct Confirm(lapin::PublisherConfirm);
+pub struct Confirm(ConfirmRepr);
+
+enum ConfirmRepr {
+    Lapin(lapin::PublisherConfirm),
+    Wire(tokio::sync::oneshot::Receiver<wire::Answer>),
+}
 
 impl Confirm {
+    /// The answer a [`WirePublisher`] publish waits for.
+    pub fn wire(answer: tokio::sync::oneshot::Receiver<wire::Answer>) -> Confirm {
+        Confirm(ConfirmRepr::Wire(answer))
+    }
+
     /// `true` when the broker took the message (ack), `false` on a nack.
     pub async fn wait(self) -> Result<bool, Error> {
-        Ok(self.0.await?.is_ack())
+        match self.0 {
+            ConfirmRepr::Lapin(c) => Ok(c.await?.is_ack()),
+            ConfirmRepr::Wire(rx) => match rx.await {
+                Ok(Ok(ack)) => Ok(ack),
+                Ok(Err(why)) => Err(wire::WireError::Lost(why).into()),
+                Err(_) => Err(wire::WireError::Lost("the publisher stopped".into()).into()),
+            },
+        }
     }
 }
 
@@ -418,7 +436,7 @@ impl Channel {
                 props.lapin(),
             )
             .await?;
-        Ok(Confirm(c))
+        Ok(Confirm(ConfirmRepr::Lapin(c)))
     }
 
     /// Declares a durable exchange.

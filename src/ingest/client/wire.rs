@@ -9,8 +9,10 @@
 //! CPU (docs/benchmarks.md, round 5). Here the worker's own task reads the
 //! socket: a delivery is three frames cut out of one read buffer, its
 //! method, properties and body parsed by hand; acks are written from the
-//! same task. lapin keeps everything that is not hot: declarations,
-//! publishing with confirms, the control and events consumers.
+//! same task. The result batches are published from the runtime too
+//! ([`WirePublisher`], `wire/publish.rs`, on a connection of its own).
+//! lapin keeps everything that is not hot: declarations, retries and dead
+//! letters, the control and events consumers.
 //!
 //! Scope: the methods a consumer meets. The handshake (PLAIN or AMQPLAIN,
 //! the URL's vhost, `frame_max`, `channel_max` and `heartbeat`), `basic.qos`,
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use cookie_factory::gen;
-use lapin::protocol::{basic, channel, connection, gen_class, parse_class, AMQPClass};
+use lapin::protocol::{basic, channel, confirm, connection, gen_class, parse_class, AMQPClass};
 use lapin::types::parsing::parse_field_table;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::uri::{AMQPScheme, AMQPUri, SASLMechanism};
@@ -42,11 +44,15 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::Props;
+#[cfg(test)]
+use super::Table;
 use super::{Delivery, Error, Open, OpenError};
-#[cfg(test)]
-use super::{Props, Table};
-#[cfg(test)]
 use lapin::types::ShortString;
+
+mod publish;
+
+pub use publish::{Answer, WirePublisher};
 
 const FRAME_METHOD: u8 = 1;
 const FRAME_HEADER: u8 = 2;
@@ -84,6 +90,9 @@ pub enum WireError {
     Protocol(String),
     #[error("amqp.url: {0}")]
     Unsupported(String),
+    /// The result publisher's connection ended before the broker answered.
+    #[error("the result publisher's connection ended: {0}")]
+    Lost(String),
 }
 
 /// `Sync` too: `&WireConsumer` is held across awaits in `Send` tasks.
@@ -104,6 +113,16 @@ struct Header {
     message_id: Option<String>,
     timestamp: Option<u64>,
     headers: Option<FieldTable>,
+}
+
+/// What a new connection's channel is for.
+enum After<'a> {
+    Consume {
+        queue: &'a str,
+        tag: &'a str,
+        prefetch: u16,
+    },
+    Confirm,
 }
 
 /// One consumer on its own connection.
@@ -140,6 +159,23 @@ impl WireConsumer {
         tag: &str,
         prefetch: u16,
     ) -> Result<WireConsumer, OpenError> {
+        let then = After::Consume {
+            queue,
+            tag,
+            prefetch,
+        };
+        WireConsumer::connect_then(o, then).await
+    }
+
+    /// Connects and opens channel 1 in confirm mode: the connection of a
+    /// [`super::WirePublisher`], which reads it from then on.
+    pub(super) async fn open_confirming(o: Open<'_>) -> Result<WireConsumer, OpenError> {
+        WireConsumer::connect_then(o, After::Confirm).await
+    }
+
+    /// Connects, shakes hands and sets the channel up as `then` says, all
+    /// within the open timeout.
+    async fn connect_then(o: Open<'_>, then: After<'_>) -> Result<WireConsumer, OpenError> {
         let uri: AMQPUri = o.url.parse().map_err(OpenError::Url)?;
         let heartbeat = uri.query.heartbeat.or_else(|| {
             o.heartbeat
@@ -159,7 +195,14 @@ impl WireConsumer {
                 ended: false,
             };
             c.handshake(&uri, o.name, heartbeat).await?;
-            c.start(queue, tag, prefetch).await?;
+            match then {
+                After::Consume {
+                    queue,
+                    tag,
+                    prefetch,
+                } => c.start(queue, tag, prefetch).await?,
+                After::Confirm => c.confirm_mode().await?,
+            }
             Ok::<_, WireError>(c)
         };
         match tokio::time::timeout(o.timeout, setup).await {
@@ -167,6 +210,33 @@ impl WireConsumer {
             Ok(Err(WireError::Unsupported(why))) => Err(OpenError::Url(why)),
             Ok(Err(e)) => Err(OpenError::Broker(e.into())),
             Ok(Ok(c)) => Ok(c),
+        }
+    }
+
+    /// channel.open and confirm.select on channel 1.
+    async fn confirm_mode(&mut self) -> Result<(), WireError> {
+        self.open_channel().await?;
+        let select = confirm::Select { nowait: false };
+        self.send(
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(select)),
+            CHANNEL,
+        )
+        .await?;
+        match self.recv_method().await? {
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => Ok(()),
+            other => Err(unexpected("confirm.select-ok", &other)),
+        }
+    }
+
+    async fn open_channel(&mut self) -> Result<(), WireError> {
+        self.send(
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+            CHANNEL,
+        )
+        .await?;
+        match self.recv_method().await? {
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => Ok(()),
+            other => Err(unexpected("channel.open-ok", &other)),
         }
     }
 
@@ -249,15 +319,7 @@ impl WireConsumer {
     }
 
     async fn start(&mut self, queue: &str, tag: &str, prefetch: u16) -> Result<(), WireError> {
-        self.send(
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-            CHANNEL,
-        )
-        .await?;
-        match self.recv_method().await? {
-            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {}
-            other => return Err(unexpected("channel.open-ok", &other)),
-        }
+        self.open_channel().await?;
         let qos = basic::Qos {
             prefetch_count: prefetch,
             global: false,
@@ -404,16 +466,7 @@ impl WireConsumer {
 
     fn on_method(&mut self, class: AMQPClass) -> Result<(), WireError> {
         if let Some(closed) = closed_by_broker(&class) {
-            let (close_ok, on) = match class {
-                AMQPClass::Channel(_) => (
-                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                    CHANNEL,
-                ),
-                _ => (
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                    0,
-                ),
-            };
+            let (close_ok, on) = close_ok_for(&class);
             self.reply_in_background(close_ok, on);
             return Err(closed);
         }
@@ -676,6 +729,21 @@ fn closed_by_broker(class: &AMQPClass) -> Option<WireError> {
     }
 }
 
+/// The close-ok answering a channel.close (on [`CHANNEL`]) or a
+/// connection.close (on channel 0), and its channel.
+fn close_ok_for(close: &AMQPClass) -> (AMQPClass, u16) {
+    match close {
+        AMQPClass::Channel(_) => (
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+            CHANNEL,
+        ),
+        _ => (
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+            0,
+        ),
+    }
+}
+
 fn unexpected(wanted: &str, got: &AMQPClass) -> WireError {
     WireError::Protocol(format!("expected {wanted}, got {got:?}"))
 }
@@ -856,19 +924,19 @@ fn parse_header(payload: &[u8]) -> Result<Header, WireError> {
     Ok(h)
 }
 
-/// A content header frame's payload as lapin would publish `props` with
-/// `size` bytes of body, for the tests.
-#[cfg(test)]
-fn header_payload(props: Props, message_id: Option<&str>, size: u64) -> Vec<u8> {
+/// A content header frame's payload: class basic, `size` bytes of body,
+/// and `props` as lapin publishes them (persistent JSON).
+fn header_payload(props: Props, message_id: Option<&str>, size: u64) -> Result<Vec<u8>, WireError> {
     let mut p = props.lapin();
     if let Some(id) = message_id {
         p = p.with_message_id(ShortString::from(id));
     }
-    let mut start = vec![0, 60, 0, 0];
+    let mut start = Vec::with_capacity(64);
+    start.extend_from_slice(&[0, 60, 0, 0]);
     start.extend_from_slice(&size.to_be_bytes());
-    let (bytes, _) =
-        gen(lapin::protocol::basic::gen_properties(&p), start).unwrap_or_else(|e| panic!("{e:?}"));
-    bytes
+    let (bytes, _) = gen(lapin::protocol::basic::gen_properties(&p), start)
+        .map_err(|e| WireError::Protocol(format!("encoding message properties: {e:?}")))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -960,8 +1028,10 @@ mod tests {
             headers,
             timestamp: Some(1_700_000_000),
         };
-        let h = parse_header(&header_payload(props, Some("m-1"), 1234))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let h = parse_header(
+            &header_payload(props, Some("m-1"), 1234).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(h.size, 1234);
         assert_eq!(h.message_id.as_deref(), Some("m-1"));
         assert_eq!(h.timestamp, Some(1_700_000_000));
@@ -976,8 +1046,10 @@ mod tests {
         assert_eq!(d.header_int("x-pushgate-attempt"), Some(3));
         assert_eq!(d.header_text("x-pushgate-job-id").as_deref(), Some("j1"));
 
-        let bare = parse_header(&header_payload(Props::default(), None, 0))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let bare = parse_header(
+            &header_payload(Props::default(), None, 0).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (bare.size, bare.message_id, bare.timestamp),
             (0, None, None)
