@@ -235,6 +235,15 @@ mod tests {
 
     const PATIENCE: Duration = Duration::from_millis(500);
 
+    /// A tracker with `PATIENCE` that received `tags`.
+    fn tracking(tags: std::ops::RangeInclusive<u64>) -> AckTracker {
+        let mut t = AckTracker::new(PATIENCE);
+        for tag in tags {
+            t.received(tag);
+        }
+        t
+    }
+
     fn multi(tag: u64, disposition: Disposition) -> Settle {
         Settle {
             tag,
@@ -351,10 +360,7 @@ mod tests {
     #[test]
     fn a_head_only_reordered_is_waited_for() {
         let t0 = Instant::now();
-        let mut t = AckTracker::new(PATIENCE);
-        for tag in 1..=8 {
-            t.received(tag);
-        }
+        let mut t = tracking(1..=8);
         for tag in 2..=5 {
             t.finished(tag, Ack);
         }
@@ -376,10 +382,7 @@ mod tests {
     #[test]
     fn a_head_slow_past_the_patience_is_passed_singly() {
         let t0 = Instant::now();
-        let mut t = AckTracker::new(PATIENCE);
-        for tag in 1..=8 {
-            t.received(tag);
-        }
+        let mut t = tracking(1..=8);
         for tag in [2, 3, 4, 6] {
             t.finished(tag, Ack);
         }
@@ -408,10 +411,7 @@ mod tests {
     #[test]
     fn a_new_head_starts_a_new_clock() {
         let t0 = Instant::now();
-        let mut t = AckTracker::new(PATIENCE);
-        for tag in 1..=12 {
-            t.received(tag);
-        }
+        let mut t = tracking(1..=12);
         for tag in 3..=10 {
             t.finished(tag, Ack);
         }
