@@ -128,8 +128,8 @@ pub struct Common {
     /// Keep the gateway on this one CPU (`taskset -c N`). With lapin
     /// consuming (round 4) that saved a third of the gateway's CPU per
     /// single-recipient job; on the current-thread runtime it cost 10% of
-    /// jobs/s, lapin's result thread sharing the core (docs/benchmarks.md,
-    /// round 6).
+    /// jobs/s (round 6), and with the results published from the runtime
+    /// thread too, 8-17% (round 8, docs/benchmarks.md).
     #[arg(long)]
     pub gateway_cpu: Option<u16>,
     /// Keep the broker (every thread of beam.smp) on this one CPU for the
