@@ -144,10 +144,17 @@ async fn run_connected<D: Deliver>(
     tracing::info!(queues = base.queues.len(), "consuming");
     let result = supervise(&mut workers, &mut control).await;
     control.abort();
-    result?;
-    if let Err(e) = results.close("shutdown").await {
+    // Either way: the broker then logs a close, not a dropped socket.
+    let closing = async {
+        results
+            .close("pushgate session end")
+            .await
+            .map_err(client::Error::from)
+    };
+    if let Err(e) = super::bounded("closing the result publisher", closing).await {
         tracing::debug!(error = %e, "closing the result publisher");
     }
+    result?;
     let _ = super::close_channel(&publisher, "shutdown").await;
     let _ = super::close_channel(&setup, "shutdown").await;
     Ok(())
