@@ -13,9 +13,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use pushgate::ingest::client::{
-    Confirm, Open, OpenError, Props, Table, WireConsumer, WirePublisher,
-};
+use pushgate::ingest::client::{Open, OpenError, Props, Table, WireConsumer, WirePublisher};
 
 fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -228,7 +226,7 @@ async fn refusals_at_open_are_clear_errors() {
 
 async fn confirm(p: &WirePublisher, exchange: &str, key: &str, body: &[u8], props: Props) -> bool {
     let answer = p.publish(exchange, key, body, props).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), Confirm::wire(answer).wait())
+    tokio::time::timeout(Duration::from_secs(10), answer.wait())
         .await
         .expect("an answer within 10 s")
         .unwrap()
@@ -259,7 +257,7 @@ async fn published_messages_are_confirmed_and_arrive_whole() {
         );
     }
     for a in answers {
-        assert!(Confirm::wire(a).wait().await.unwrap(), "acked");
+        assert!(a.wait().await.unwrap(), "acked");
     }
     assert!(
         confirm(&p, "", &q, b"", Props::default()).await,
@@ -338,7 +336,7 @@ async fn a_closed_channel_or_connection_fails_the_publishes() {
         )
         .await
         .unwrap();
-    let err = Confirm::wire(answer).wait().await.unwrap_err().to_string();
+    let err = answer.wait().await.unwrap_err().to_string();
     assert!(err.contains("404") || err.contains("NOT_FOUND"), "{err}");
     let later = p.publish("", "any", b"{}", Props::default()).await;
     assert!(later.is_err(), "nothing is taken after the channel closed");

@@ -82,12 +82,6 @@ impl AckTracker {
         }
     }
 
-    /// How long finished deliveries wait behind a slow head, at the limit,
-    /// before they are settled singly.
-    pub fn patience(&self) -> Duration {
-        self.patience
-    }
-
     /// When the slow-head rule may settle the blocked deliveries, if a
     /// head is holding `blocked_limit` of them back: call
     /// [`AckTracker::settle`] then, even if no job finished meanwhile.

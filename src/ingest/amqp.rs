@@ -145,12 +145,7 @@ async fn run_connected<D: Deliver>(
     let result = supervise(&mut workers, &mut control).await;
     control.abort();
     // Either way: the broker then logs a close, not a dropped socket.
-    let closing = async {
-        results
-            .close("pushgate session end")
-            .await
-            .map_err(client::Error::from)
-    };
+    let closing = results.close("pushgate session end");
     if let Err(e) = super::bounded("closing the result publisher", closing).await {
         tracing::debug!(error = %e, "closing the result publisher");
     }

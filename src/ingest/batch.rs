@@ -180,20 +180,20 @@ async fn publish_groups(
         let key = report::results_key(&app);
         for msg in report::result_messages(&app, entries) {
             let body = report::json::encode(&msg);
-            let answer = publisher
-                .publish(exchange, &key, &body, Props::default())
-                .await
-                .map_err(super::client::Error::from)?;
-            confirms.push(Confirm::wire(answer));
+            confirms.push(
+                publisher
+                    .publish(exchange, &key, &body, Props::default())
+                    .await?,
+            );
         }
         if !tokens.is_empty() {
             let key = report::token_key(&app);
             let body = serde_json::to_vec(&TokenFeedback { app, tokens })?;
-            let answer = publisher
-                .publish(exchange, &key, &body, Props::default())
-                .await
-                .map_err(super::client::Error::from)?;
-            confirms.push(Confirm::wire(answer));
+            confirms.push(
+                publisher
+                    .publish(exchange, &key, &body, Props::default())
+                    .await?,
+            );
         }
     }
     Ok(confirms)

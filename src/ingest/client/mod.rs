@@ -249,11 +249,6 @@ enum ConfirmRepr {
 }
 
 impl Confirm {
-    /// The answer a [`WirePublisher`] publish waits for.
-    pub fn wire(answer: tokio::sync::oneshot::Receiver<wire::Answer>) -> Confirm {
-        Confirm(ConfirmRepr::Wire(answer))
-    }
-
     /// `true` when the broker took the message (ack), `false` on a nack.
     pub async fn wait(self) -> Result<bool, Error> {
         match self.0 {

@@ -52,7 +52,8 @@ use lapin::types::ShortString;
 
 mod publish;
 
-pub use publish::{Answer, WirePublisher};
+pub(super) use publish::Answer;
+pub use publish::WirePublisher;
 
 const FRAME_METHOD: u8 = 1;
 const FRAME_HEADER: u8 = 2;
@@ -217,26 +218,35 @@ impl WireConsumer {
     async fn confirm_mode(&mut self) -> Result<(), WireError> {
         self.open_channel().await?;
         let select = confirm::Select { nowait: false };
-        self.send(
+        self.call(
             AMQPClass::Confirm(confirm::AMQPMethod::Select(select)),
-            CHANNEL,
+            "confirm.select-ok",
+            |m| matches!(m, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_))),
         )
-        .await?;
-        match self.recv_method().await? {
-            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)) => Ok(()),
-            other => Err(unexpected("confirm.select-ok", &other)),
-        }
+        .await
     }
 
     async fn open_channel(&mut self) -> Result<(), WireError> {
-        self.send(
+        self.call(
             AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-            CHANNEL,
+            "channel.open-ok",
+            |m| matches!(m, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))),
         )
-        .await?;
+        .await
+    }
+
+    /// Sends `class` on channel 1 and expects the broker's answer `want`
+    /// (`is_want` tells it).
+    async fn call(
+        &mut self,
+        class: AMQPClass,
+        want: &str,
+        is_want: fn(&AMQPClass) -> bool,
+    ) -> Result<(), WireError> {
+        self.send(class, CHANNEL).await?;
         match self.recv_method().await? {
-            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => Ok(()),
-            other => Err(unexpected("channel.open-ok", &other)),
+            answer if is_want(&answer) => Ok(()),
+            other => Err(unexpected(want, &other)),
         }
     }
 
@@ -324,12 +334,12 @@ impl WireConsumer {
             prefetch_count: prefetch,
             global: false,
         };
-        self.send(AMQPClass::Basic(basic::AMQPMethod::Qos(qos)), CHANNEL)
-            .await?;
-        match self.recv_method().await? {
-            AMQPClass::Basic(basic::AMQPMethod::QosOk(_)) => {}
-            other => return Err(unexpected("basic.qos-ok", &other)),
-        }
+        self.call(
+            AMQPClass::Basic(basic::AMQPMethod::Qos(qos)),
+            "basic.qos-ok",
+            |m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::QosOk(_))),
+        )
+        .await?;
         let consume = basic::Consume {
             queue: queue.into(),
             consumer_tag: tag.into(),
@@ -339,15 +349,12 @@ impl WireConsumer {
             nowait: false,
             arguments: FieldTable::default(),
         };
-        self.send(
+        self.call(
             AMQPClass::Basic(basic::AMQPMethod::Consume(consume)),
-            CHANNEL,
+            "basic.consume-ok",
+            |m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))),
         )
-        .await?;
-        match self.recv_method().await? {
-            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)) => Ok(()),
-            other => Err(unexpected("basic.consume-ok", &other)),
-        }
+        .await
     }
 
     /// The next delivery; `None` once the consumer is cancelled (by

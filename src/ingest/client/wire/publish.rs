@@ -24,11 +24,12 @@ use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 
 use tokio::sync::{oneshot, watch};
 
+use super::super::{Confirm, ConfirmRepr};
 use super::*;
 
 /// The broker's answer to one publish: `Ok(true)` ack, `Ok(false)` nack,
 /// `Err` why the connection ended first.
-pub type Answer = Result<bool, String>;
+pub(in crate::ingest::client) type Answer = Result<bool, String>;
 
 /// Publishes waiting for the broker's answer, by sequence number.
 struct Book {
@@ -82,11 +83,23 @@ impl WirePublisher {
     }
 
     /// Publishes `body` (persistent JSON with `props`) to `exchange` with
-    /// routing key `key`; the receiver gets the broker's answer.
+    /// routing key `key`; the [`Confirm`] resolves when the broker answers.
     ///
     /// Not cancel-safe: a publish dropped midway may leave half a message
     /// on the connection (the batcher never drops one).
     pub async fn publish(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: Props,
+    ) -> Result<Confirm, Error> {
+        Ok(Confirm(ConfirmRepr::Wire(
+            self.send(exchange, key, body, props).await?,
+        )))
+    }
+
+    async fn send(
         &self,
         exchange: &str,
         key: &str,
@@ -115,7 +128,7 @@ impl WirePublisher {
 
     /// Closes the connection (200, `why`) and waits a little for the
     /// broker's close-ok; publishes still waiting get an error.
-    pub async fn close(&self, why: &str) -> Result<(), WireError> {
+    pub async fn close(&self, why: &str) -> Result<(), Error> {
         let close = connection::Close {
             reply_code: 200,
             reply_text: why.into(),
@@ -128,8 +141,8 @@ impl WirePublisher {
         )?;
         {
             let mut w = self.writer.lock().await;
-            w.write_all(&frame).await?;
-            w.flush().await?;
+            w.write_all(&frame).await.map_err(WireError::from)?;
+            w.flush().await.map_err(WireError::from)?;
         }
         let mut ended = self.ended.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), ended.wait_for(|e| *e)).await;
