@@ -39,6 +39,18 @@ impl BareResult {
     }
 }
 
+/// The bare consumer measured while h2load sent a set pace to the
+/// simulator (`--baselines bare-h2load`).
+#[derive(Debug, Clone)]
+pub struct Beside {
+    pub bare: BareResult,
+    /// Requests per second asked of h2load (the gateway's rate).
+    pub asked: u64,
+    /// What h2load sent, by its own count.
+    pub sent: Result<crate::peers::Measured, String>,
+    pub command: String,
+}
+
 /// Preloads the run's jobs into the bare queue, then consumes them all.
 pub async fn run(
     url: &str,
@@ -46,6 +58,19 @@ pub async fn run(
     plan: &Plan,
     prefetch: u16,
 ) -> anyhow::Result<BareResult> {
+    prepare(url, names, plan).await?.consume(prefetch).await
+}
+
+/// The bare queue, holding the run's jobs, ready to be consumed.
+pub struct Prepared {
+    conn: lapin::Connection,
+    ch: lapin::Channel,
+    queue: String,
+    jobs: u64,
+}
+
+/// Preloads the run's jobs into the bare queue (publisher confirms).
+pub async fn prepare(url: &str, names: &Names, plan: &Plan) -> anyhow::Result<Prepared> {
     let conn = broker::connect(url, &format!("{}-bare", names.connection)).await?;
     let ch = conn.create_channel().await?;
     broker::declare_input(&ch, &names.bare).await?;
@@ -53,23 +78,36 @@ pub async fn run(
     let done = AtomicU64::new(0);
     let publisher = conn.create_channel().await?;
     broker::publish(&publisher, &names.bare, plan, 0.0, &times, &done).await?;
-    let broker = crate::procstat::find_by_name("beam.smp");
-    let me = std::process::id();
-    let before = (
-        broker.and_then(crate::procstat::sample),
-        crate::procstat::sample(me),
-    );
-    let mut result = consume(&ch, &names.bare, plan.jobs, prefetch).await;
-    let after = (
-        broker.and_then(crate::procstat::sample),
-        crate::procstat::sample(me),
-    );
-    if let Ok(r) = result.as_mut() {
-        r.broker_cores = cores_between(before.0, after.0);
-        r.consumer_cores = cores_between(before.1, after.1);
+    Ok(Prepared {
+        conn,
+        ch,
+        queue: names.bare.clone(),
+        jobs: plan.jobs,
+    })
+}
+
+impl Prepared {
+    /// Consumes every job as fast as the broker delivers them, with the
+    /// gateway's prefetch and ack batching, and closes the connection.
+    pub async fn consume(self, prefetch: u16) -> anyhow::Result<BareResult> {
+        let broker = crate::procstat::find_by_name("beam.smp");
+        let me = std::process::id();
+        let before = (
+            broker.and_then(crate::procstat::sample),
+            crate::procstat::sample(me),
+        );
+        let mut result = consume(&self.ch, &self.queue, self.jobs, prefetch).await;
+        let after = (
+            broker.and_then(crate::procstat::sample),
+            crate::procstat::sample(me),
+        );
+        if let Ok(r) = result.as_mut() {
+            r.broker_cores = cores_between(before.0, after.0);
+            r.consumer_cores = cores_between(before.1, after.1);
+        }
+        let _ = self.conn.close(200, "bare baseline done".into()).await;
+        result
     }
-    let _ = conn.close(200, "bare baseline done".into()).await;
-    result
 }
 
 /// CPU used between two readings of one process, in cores.

@@ -55,6 +55,10 @@ pub enum Mix {
 pub enum Baseline {
     /// A bare lapin consumer on the same queue shape, prefetch and ack batching.
     Bare,
+    /// The bare consumer again, while h2load sends the gateway's measured
+    /// rate to the same simulator: the broker's pace when the HTTP/2 side
+    /// of the same throughput shares the cores (a diagnostic beside `bare`).
+    BareH2load,
     /// h2load (nghttp2-client) against the same simulator.
     H2load,
     /// @parse/node-apn against the same simulator.

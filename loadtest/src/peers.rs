@@ -66,46 +66,76 @@ pub fn sign_jwt(key: &Path) -> anyhow::Result<String> {
     Ok(signer.sign(now)?)
 }
 
-/// h2load: fixed request, `connections` x `streams`, one thread.
-pub async fn h2load(t: &Target) -> PeerResult {
-    let body = t.work_dir.join("apns-body.json");
-    let payload = format!(r#"{{"aps":{{"alert":{{"title":"{TITLE}","body":"{BODY}"}}}}}}"#);
-    let args = |jwt: &str| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "-n",
-            &t.h2load_requests.to_string(),
-            "-c",
-            &t.connections.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(["-m".into(), t.streams.to_string(), "-t".into(), "1".into()]);
-        a.extend(["-d".into(), body.display().to_string()]);
-        for h in [
-            format!("authorization: bearer {jwt}"),
-            format!("apns-topic: {TOPIC}"),
-            "apns-push-type: alert".into(),
-            "content-type: application/json".into(),
-        ] {
-            a.extend(["-H".into(), h]);
+/// How much h2load sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// This many requests, as fast as it can.
+    Requests(u64),
+    /// `rps` requests per second in all for `secs` seconds.
+    Paced { rps: u64, secs: u64 },
+}
+
+/// h2load's arguments: the same request as the gateway's, `connections` x
+/// `streams`, one thread; `jwt` and `body` are the token and payload file.
+pub fn h2load_args(t: &Target, load: Load, jwt: &str, body: &Path) -> Vec<String> {
+    let mut a: Vec<String> = match load {
+        Load::Requests(n) => vec!["-n".into(), n.to_string()],
+        Load::Paced { rps, secs } => {
+            // `--rps` is per connection.
+            let each = rps.div_ceil(t.connections.max(1) as u64).max(1);
+            vec![
+                "-D".into(),
+                secs.max(1).to_string(),
+                "--rps".into(),
+                each.to_string(),
+            ]
         }
-        a.push(format!("https://{}/3/device/{}", t.addr, dev_token()));
-        a
     };
-    let shown: Vec<String> = args("$JWT")
+    a.extend(["-c".into(), t.connections.to_string()]);
+    a.extend(["-m".into(), t.streams.to_string(), "-t".into(), "1".into()]);
+    a.extend(["-d".into(), body.display().to_string()]);
+    for h in [
+        format!("authorization: bearer {jwt}"),
+        format!("apns-topic: {TOPIC}"),
+        "apns-push-type: alert".into(),
+        "content-type: application/json".into(),
+    ] {
+        a.extend(["-H".into(), h]);
+    }
+    a.push(format!("https://{}/3/device/{}", t.addr, dev_token()));
+    a
+}
+
+/// The command line as the report shows it: `$JWT` for the token.
+fn h2load_shown(t: &Target, load: Load, body: &Path) -> String {
+    let shown: Vec<String> = h2load_args(t, load, "$JWT", body)
         .into_iter()
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect();
     let shown = shown
         .join(" ")
         .replace(&body.display().to_string(), "apns-body.json");
-    let command = format!("h2load {shown}");
+    format!("h2load {shown}")
+}
+
+/// Writes the payload file h2load sends and returns its path.
+fn h2load_body(t: &Target) -> anyhow::Result<PathBuf> {
+    let body = t.work_dir.join("apns-body.json");
+    let payload = format!(r#"{{"aps":{{"alert":{{"title":"{TITLE}","body":"{BODY}"}}}}}}"#);
+    std::fs::create_dir_all(&t.work_dir)?;
+    std::fs::write(&body, payload)?;
+    Ok(body)
+}
+
+/// h2load: fixed request, `connections` x `streams`, one thread.
+pub async fn h2load(t: &Target) -> PeerResult {
+    let load = Load::Requests(t.h2load_requests);
+    let command = h2load_shown(t, load, &t.work_dir.join("apns-body.json"));
     let run = async {
-        std::fs::write(&body, payload)?;
+        let body = h2load_body(t)?;
         let jwt = dev_jwt(&t.root)?;
         let out = Command::new("h2load")
-            .args(args(&jwt))
+            .args(h2load_args(t, load, &jwt, &body))
             .output()
             .await
             .context("h2load not found: apt-get install nghttp2-client")?;
@@ -115,6 +145,44 @@ pub async fn h2load(t: &Target) -> PeerResult {
         name: "h2load",
         command,
         outcome: run.await.map_err(|e| format!("{e:#}")),
+    }
+}
+
+/// h2load running in the background at a set pace (`Load::Paced`).
+pub struct Paced {
+    child: tokio::process::Child,
+    secs: u64,
+    pub command: String,
+}
+
+/// Starts h2load at `rps` requests per second for `secs` seconds.
+pub fn h2load_paced(t: &Target, rps: u64, secs: u64) -> anyhow::Result<Paced> {
+    let load = Load::Paced { rps, secs };
+    let body = h2load_body(t)?;
+    let jwt = dev_jwt(&t.root)?;
+    let child = Command::new("h2load")
+        .args(h2load_args(t, load, &jwt, &body))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("h2load not found: apt-get install nghttp2-client")?;
+    Ok(Paced {
+        child,
+        secs,
+        command: h2load_shown(t, load, &body),
+    })
+}
+
+impl Paced {
+    /// Waits for h2load's end (at most its duration and 30 s more) and
+    /// reads what it sent.
+    pub async fn finish(self) -> anyhow::Result<Measured> {
+        let limit = Duration::from_secs(self.secs + 30);
+        let out = tokio::time::timeout(limit, self.child.wait_with_output())
+            .await
+            .context("h2load did not end")??;
+        parse_h2load(&String::from_utf8_lossy(&out.stdout))
     }
 }
 
@@ -285,5 +353,51 @@ mod tests {
         let fast = out.replace("1.48s", "162.94ms");
         let m = parse_h2load(&fast).unwrap_or_else(|e| unreachable!("{e}"));
         assert!((m.secs - 0.16294).abs() < 1e-9);
+    }
+
+    fn target(connections: usize) -> Target {
+        Target {
+            addr: "127.0.0.1:2197"
+                .parse()
+                .unwrap_or_else(|e| unreachable!("{e}")),
+            root: PathBuf::from("."),
+            connections,
+            streams: 100,
+            requests: 0,
+            h2load_requests: 0,
+            work_dir: PathBuf::from("/tmp"),
+        }
+    }
+
+    /// The value after `flag`, if present.
+    fn after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        let at = args.iter().position(|a| a == flag)?;
+        args.get(at + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn paced_h2load_splits_the_rate_over_its_connections_and_runs_for_a_time() {
+        let body = Path::new("/tmp/body.json");
+        let paced = h2load_args(
+            &target(4),
+            Load::Paced {
+                rps: 30_001,
+                secs: 4,
+            },
+            "J",
+            body,
+        );
+        // `--rps` is per connection: 4 x 7,501 covers the 30,001 asked.
+        assert_eq!(after(&paced, "--rps"), Some("7501"));
+        assert_eq!(after(&paced, "-D"), Some("4"));
+        assert_eq!(after(&paced, "-c"), Some("4"));
+        assert_eq!(after(&paced, "-n"), None);
+        assert!(paced.contains(&"authorization: bearer J".to_string()));
+        let fixed = h2load_args(&target(1), Load::Requests(500), "J", body);
+        assert_eq!(after(&fixed, "-n"), Some("500"));
+        assert_eq!(after(&fixed, "--rps"), None);
+        // A run shorter than a second still paces for one.
+        let short = h2load_args(&target(1), Load::Paced { rps: 10, secs: 0 }, "J", body);
+        assert_eq!(after(&short, "-D"), Some("1"));
     }
 }

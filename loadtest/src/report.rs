@@ -31,6 +31,8 @@ pub struct RunReport {
     pub gateway: Option<GatewayRun>,
     pub gateway_error: Option<String>,
     pub bare: Option<Result<BareResult, String>>,
+    /// The bare consumer beside h2load at the gateway's rate.
+    pub bare_h2load: Option<Result<crate::bare::Beside, String>>,
     /// The broker round trip without a gateway (live runs).
     pub echo: Option<Result<EchoResult, String>>,
     pub ack_batch: u64,
@@ -263,7 +265,11 @@ impl RunReport {
     }
 
     fn render_baselines(&self, s: &mut String) {
-        if self.bare.is_none() && self.echo.is_none() && self.peers.is_empty() {
+        if self.bare.is_none()
+            && self.bare_h2load.is_none()
+            && self.echo.is_none()
+            && self.peers.is_empty()
+        {
             return;
         }
         let rate = self.rate();
@@ -287,6 +293,27 @@ impl RunReport {
             }
             Some(Err(e)) => {
                 let _ = writeln!(s, "| bare lapin consumer | failed: {e} | | |");
+            }
+            None => {}
+        }
+        match &self.bare_h2load {
+            Some(Ok(b)) => {
+                let sent = match &b.sent {
+                    Ok(m) => format!("{} req/s sent over {:.1} s", thousands(m.rate()), m.secs),
+                    Err(e) => format!("h2load: {e}"),
+                };
+                let _ = writeln!(
+                    s,
+                    "| bare lapin consumer beside h2load (the same consumer while h2load sends the gateway's rate, {} req/s asked, {sent}, to the same simulator: the broker's pace with the HTTP/2 side of that throughput on the same cores; consumer CPU {}) | {} msg/s | {} | `--baselines bare-h2load`: `{}` |",
+                    thousands(b.asked as f64),
+                    b.bare.consumer_cores.map_or("n/a".into(), |c| format!("{c:.2} cores")),
+                    thousands(b.bare.rate()),
+                    ratio(b.bare.rate() * self.recipients as f64),
+                    b.command
+                );
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(s, "| bare lapin consumer beside h2load | failed: {e} | | |");
             }
             None => {}
         }

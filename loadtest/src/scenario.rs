@@ -95,6 +95,12 @@ async fn measure(p: &Phase<'_>, report: &mut RunReport) {
         }
         Err(e) => report.gateway_error = Some(format!("{e:#}")),
     }
+    if args.baselines.contains(&Baseline::BareH2load) {
+        let window = report.gateway.as_ref().map(|g| (g.rate, g.window_secs));
+        eprintln!("loadtest: bare consumer beside h2load at the gateway's rate");
+        let r = bare_beside_h2load(p, window).await;
+        report.bare_h2load = Some(r.map_err(|e| format!("{e:#}")));
+    }
     if args.baselines.contains(&Baseline::Echo) && !args.preload {
         eprintln!(
             "loadtest: broker round-trip baseline (echo, {} jobs)",
@@ -186,6 +192,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
         gateway: None,
         gateway_error: None,
         bare: None,
+        bare_h2load: None,
         echo: None,
         ack_batch: bare::ack_batch(c.prefetch),
         peers: Vec::new(),
@@ -206,9 +213,37 @@ fn missing(args: &RunArgs, plan: &Plan, g: &gateway::GatewayRun) -> u64 {
         .missing(plan.jobs, |s| plan.kind(s) == Kind::NotJson)
 }
 
-async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
+/// The bare consumer on a freshly preloaded queue while h2load sends the
+/// gateway's rate (`window`: its notifications/s and seconds) to the same
+/// simulator with the gateway's connections and streams. h2load runs for
+/// the gateway's window; a bare consumer that outlasts it runs its tail
+/// alone, which only raises this baseline.
+async fn bare_beside_h2load(
+    p: &Phase<'_>,
+    window: Option<(f64, f64)>,
+) -> anyhow::Result<bare::Beside> {
+    let (rate, secs) = window
+        .filter(|(rate, _)| *rate > 0.0)
+        .context("no gateway rate to pace h2load at (the gateway run failed)")?;
+    let args = p.args;
+    let prepared = bare::prepare(&args.common.amqp_url, p.names, p.plan).await?;
+    let asked = rate.round() as u64;
+    let paced = peers::h2load_paced(&target(args, p.sim), asked, secs.ceil() as u64)?;
+    let command = paced.command.clone();
+    let bare = prepared.consume(args.common.prefetch).await?;
+    let sent = paced.finish().await.map_err(|e| format!("{e:#}"));
+    Ok(bare::Beside {
+        bare,
+        asked,
+        sent,
+        command,
+    })
+}
+
+/// Where the HTTP/2 clients send, with the gateway's connections and streams.
+fn target(args: &RunArgs, addr: SocketAddr) -> Target {
     let c = &args.common;
-    let target = Target {
+    Target {
         addr,
         root: std::fs::canonicalize(&c.root).unwrap_or_else(|_| PathBuf::from(".")),
         connections: c.connections,
@@ -216,11 +251,15 @@ async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
         requests: args.peer_requests,
         h2load_requests: args.h2load_requests,
         work_dir: std::env::temp_dir().join("pushgate-loadtest"),
-    };
+    }
+}
+
+async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
+    let target = target(args, addr);
     let mut out = Vec::new();
     for b in &args.baselines {
         let r = match b {
-            Baseline::Bare | Baseline::Echo | Baseline::None => continue,
+            Baseline::Bare | Baseline::BareH2load | Baseline::Echo | Baseline::None => continue,
             Baseline::H2load => peers::h2load(&target).await,
             Baseline::NodeApn => peers::node_apn(&target).await,
             Baseline::Aioapns => peers::aioapns(&target).await,

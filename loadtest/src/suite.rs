@@ -99,9 +99,13 @@ fn single(c: &Common, k: f64) -> Vec<RunArgs> {
     all.baselines = vec![Baseline::Bare];
     let mut und = all.clone();
     und.results = Results::Undelivered;
+    // On shared cores, also the bare consumer beside h2load at the
+    // gateway's rate: how much of the gap the HTTP/2 side's CPU explains.
+    let mut shared = all.clone();
+    shared.baselines.push(Baseline::BareH2load);
     let mut runs = vec![
         titled(
-            all.clone(),
+            shared,
             "Single-recipient jobs end to end vs the bare lapin consumer",
         ),
         titled(
@@ -316,6 +320,7 @@ fn baseline_flags(r: &RunArgs) -> String {
         .iter()
         .map(|b| match b {
             Baseline::Bare => "bare",
+            Baseline::BareH2load => "bare-h2load",
             Baseline::H2load => "h2load",
             Baseline::NodeApn => "node-apn",
             Baseline::Aioapns => "aioapns",

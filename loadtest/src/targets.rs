@@ -64,6 +64,16 @@ fn single(r: &RunReport, rate: f64, s: &mut String) {
             yes(ratio >= 0.9)
         );
     }
+    // Not a target of the issue: where the shared-core gap comes from.
+    if let Some(Ok(b)) = &r.bare_h2load {
+        let _ = writeln!(
+            s,
+            "| (diagnostic, not a target) single-recipient vs the bare consumer beside h2load at the gateway's rate | {} vs {} msg/s = {:.0}% | - |",
+            thousands(rate),
+            thousands(b.bare.rate()),
+            rate / b.bare.rate().max(1e-9) * 100.0
+        );
+    }
 }
 
 fn fanout(r: &RunReport, rate: f64, s: &mut String) {
