@@ -76,8 +76,9 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
-/// The bare consumer, the gateway, then the HTTP/2 baselines, one after
-/// the other (each has the machine to itself).
+/// The bare consumer, the gateway, the bare consumer beside h2load at the
+/// gateway's rate, then the HTTP/2 baselines, one after the other (each
+/// has the machine to itself).
 async fn measure(p: &Phase<'_>, report: &mut RunReport) {
     let args = p.args;
     if args.baselines.contains(&Baseline::Bare) {
