@@ -118,9 +118,14 @@ fn h2load_shown(t: &Target, load: Load, body: &Path) -> String {
     format!("h2load {shown}")
 }
 
+/// Where the payload file h2load sends lives.
+fn h2load_body_path(t: &Target) -> PathBuf {
+    t.work_dir.join("apns-body.json")
+}
+
 /// Writes the payload file h2load sends and returns its path.
 fn h2load_body(t: &Target) -> anyhow::Result<PathBuf> {
-    let body = t.work_dir.join("apns-body.json");
+    let body = h2load_body_path(t);
     let payload = format!(r#"{{"aps":{{"alert":{{"title":"{TITLE}","body":"{BODY}"}}}}}}"#);
     std::fs::create_dir_all(&t.work_dir)?;
     std::fs::write(&body, payload)?;
@@ -130,7 +135,7 @@ fn h2load_body(t: &Target) -> anyhow::Result<PathBuf> {
 /// h2load: fixed request, `connections` x `streams`, one thread.
 pub async fn h2load(t: &Target) -> PeerResult {
     let load = Load::Requests(t.h2load_requests);
-    let command = h2load_shown(t, load, &t.work_dir.join("apns-body.json"));
+    let command = h2load_shown(t, load, &h2load_body_path(t));
     let run = async {
         let body = h2load_body(t)?;
         let jwt = dev_jwt(&t.root)?;

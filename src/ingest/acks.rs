@@ -13,8 +13,8 @@
 //!
 //! A slow job at the head must not stall the window either: when
 //! `blocked_limit` finished deliveries wait behind the same one in flight
-//! for [`AckTracker::patience`], they are settled one frame each (AMQP's
-//! `multiple` would take the head along). The patience keeps ordinary
+//! for the tracker's patience ([`AckTracker::new`]), they are settled one
+//! frame each (AMQP's `multiple` would take the head along). The patience keeps ordinary
 //! reordering out of that rule: with several provider connections the jobs
 //! of one connection finish a few milliseconds after the others', and
 //! settling on the count alone sent 20,753 ack frames for 200,000 jobs over
