@@ -256,6 +256,8 @@ enum Event {
     Accepted(Box<Accepted>),
     Cmd(ConnCmd),
     Retry,
+    /// The streams accepted in the last read were polled.
+    Ran,
 }
 
 type H2Conn =
@@ -270,6 +272,8 @@ async fn drive_conn<H: Handler>(
     handler: Arc<H>,
 ) {
     let mut retry: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Streams accepted since the connection last ran out of frames to read.
+    let mut fresh = Vec::new();
     loop {
         let event = poll_fn(|cx| {
             if let Poll::Ready(Some(cmd)) = rx.poll_recv(cx) {
@@ -280,7 +284,14 @@ async fn drive_conn<H: Handler>(
                     return Poll::Ready(Event::Retry);
                 }
             }
-            conn.poll_accept(cx).map(|a| Event::Accepted(Box::new(a)))
+            match conn.poll_accept(cx) {
+                Poll::Ready(a) => Poll::Ready(Event::Accepted(Box::new(a))),
+                Poll::Pending if fresh.is_empty() => Poll::Pending,
+                Poll::Pending => {
+                    run_fresh(&mut fresh, cx);
+                    Poll::Ready(Event::Ran)
+                }
+            }
         })
         .await;
         match event {
@@ -299,8 +310,12 @@ async fn drive_conn<H: Handler>(
                 handler.stats().count_goaway();
                 conn.graceful_shutdown();
             }
+            // The next `poll_accept` writes what the streams answered.
+            Event::Ran => {}
             Event::Accepted(accepted) => match *accepted {
-                Some(Ok((req, respond))) => start_stream(req, respond, &ctx, &setup, &handler),
+                Some(Ok((req, respond))) => {
+                    fresh.extend(start_stream(req, respond, &ctx, &setup, &handler));
+                }
                 Some(Err(e)) => {
                     tracing::debug!("simulator connection ended: {e}");
                     break;
@@ -309,21 +324,43 @@ async fn drive_conn<H: Handler>(
             },
         }
     }
+    for stream in fresh {
+        tokio::spawn(stream);
+    }
 }
 
-/// Refuses the stream in the 1-stream phase when one is already open, else spawns it.
+/// Polls each stream accepted in the last read once, from the connection's
+/// task: most finish there (the body came with the headers, and the
+/// handler does not wait), which saves a task per request, and their
+/// answers leave in one write, as when each stream had a task. Only a
+/// stream that waits gets a task of its own; its first poll there
+/// registers that task's waker.
+fn run_fresh<F>(fresh: &mut Vec<Pin<Box<F>>>, cx: &mut std::task::Context<'_>)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    for mut stream in fresh.drain(..) {
+        if stream.as_mut().poll(cx).is_pending() {
+            tokio::spawn(stream);
+        }
+    }
+}
+
+/// Refuses the stream in the 1-stream phase when one is already open (`None`),
+/// else returns the stream's work, boxed so that it can move to a task of
+/// its own after a first poll.
 fn start_stream<H: Handler>(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     ctx: &Arc<ConnCtx<H::Conn>>,
     setup: &ServerSetup,
     handler: &Arc<H>,
-) {
+) -> Option<Pin<Box<impl Future<Output = ()> + Send + 'static>>> {
     let raised = ctx.raised.load(Ordering::Acquire);
     if !raised && ctx.active.load(Ordering::Acquire) >= 1 {
         respond.send_reset(Reason::REFUSED_STREAM);
         handler.stats().count_refused();
-        return;
+        return None;
     }
     let active = ctx.active.fetch_add(1, Ordering::AcqRel) + 1;
     handler.stats().note_streams(ctx.id, active);
@@ -331,10 +368,10 @@ fn start_stream<H: Handler>(
     let record = setup.record;
     let max_body = setup.max_body;
     let handler = handler.clone();
-    tokio::spawn(async move {
+    Some(Box::pin(async move {
         let _guard = guard;
         run_stream(req, respond, handler, _guard.0.clone(), max_body, record).await;
-    });
+    }))
 }
 
 struct ActiveGuard<S>(Arc<ConnCtx<S>>);
@@ -413,14 +450,19 @@ async fn read_body(mut body: RecvStream, max: usize) -> (Bytes, usize) {
 }
 
 fn send_reply(respond: &mut SendResponse<Bytes>, reply: SimReply) {
-    let mut response = Response::builder().status(reply.status);
-    for (name, value) in reply.headers {
-        response = response.header(name, value);
-    }
-    let Ok(response) = response.body(()) else {
+    // Built in place: `Response::builder` moves the whole response through
+    // each `header` call.
+    let Ok(status) = http::StatusCode::from_u16(reply.status) else {
         respond.send_reset(Reason::INTERNAL_ERROR);
         return;
     };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.reserve(reply.headers.len());
+    for (name, value) in reply.headers {
+        headers.append(name, value);
+    }
     let end = reply.body.is_empty();
     match respond.send_response(response, end) {
         Ok(mut stream) if !end => {

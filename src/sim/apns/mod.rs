@@ -171,7 +171,7 @@ impl Handler for ApnsSim {
     async fn handle(self: Arc<Self>, req: SimRequest, conn: Arc<ConnCtx<ConnAuth>>) -> SimReply {
         let apns_id = req
             .headers
-            .get("apns-id")
+            .get(&APNS_ID)
             .and_then(|v| v.to_str().ok())
             .map_or_else(uuid_v4, str::to_owned);
         // Latency applies in accept-all (benchmark) mode too: the load test
@@ -193,6 +193,9 @@ impl Handler for ApnsSim {
         self.reply(apns_id, outcome)
     }
 }
+
+// Built at compile time: a name given as `&str` is parsed on every lookup.
+const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
 
 impl ApnsSim {
     /// The full validation chain; `Ok` means 200.
@@ -225,7 +228,11 @@ impl ApnsSim {
 
     /// Token auth (or certificate auth when the connection has a client certificate).
     fn authenticate(&self, req: &SimRequest, conn: &ConnCtx<ConnAuth>) -> Result<(), ApnsReason> {
-        match req.headers.get("authorization").map(|v| v.to_str()) {
+        match req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.to_str())
+        {
             Some(Ok(value)) => {
                 let rules = AuthRules::new(&self.keys, &self.opts);
                 conn.state.check(value, &rules)?;
@@ -275,7 +282,7 @@ impl ApnsSim {
     fn reply(&self, apns_id: String, outcome: Result<(), ApnsReason>) -> SimReply {
         let mut headers = Vec::with_capacity(3);
         if let Some(v) = unique_value(&apns_id) {
-            headers.push((HeaderName::from_static("apns-id"), v));
+            headers.push((APNS_ID, v));
         }
         match outcome {
             Ok(()) => {
