@@ -130,7 +130,13 @@ impl Tracker {
     /// Counts the entries of one result message that arrived `now`.
     pub fn result_message(&mut self, body: &[u8], now: Instant, times: &PublishTimes) {
         self.messages += 1;
-        let Ok(msg) = serde_json::from_slice::<Message<'_>>(body) else {
+        // One UTF-8 check of the whole body, then `from_str`: `from_slice`
+        // checks each string on its own (as in the gateway's `Job::parse`).
+        let Ok(text) = std::str::from_utf8(body) else {
+            self.foreign += 1;
+            return;
+        };
+        let Ok(msg) = serde_json::from_str::<Message<'_>>(text) else {
             self.foreign += 1;
             return;
         };
