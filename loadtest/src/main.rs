@@ -29,16 +29,16 @@ mod tracker;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+use cli::{Cli, Cmd, Common};
+
 /// The gateway's allocator (mimalloc) for the load test too: the bare lapin
 /// consumer baseline runs in this process, so it gets the same allocator
 /// as the gateway it is compared with, and the result reader, which shares
 /// the cores with the gateway, costs less.
 #[global_allocator]
 static ALLOC: pushgate::alloc::MiMalloc = pushgate::alloc::MiMalloc;
-
-use clap::Parser;
-
-use cli::{Cli, Cmd, Common};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
