@@ -1,7 +1,9 @@
 //! The patched h2 (vendor/h2/PATCHES.md) is the one linked: a repeated
 //! `authorization` value goes out as an index into HPACK's dynamic table,
 //! not again in full, and sensitive values are still never indexed. Guards
-//! against a re-vendored h2 without `vendor/h2-hpack.patch`.
+//! against a re-vendored h2 without `vendor/h2-hpack.patch`. And headers
+//! that repeat from request to request, the patch's reuse of their indices
+//! included, arrive at h2's server exactly as sent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -98,4 +100,86 @@ async fn a_sensitive_authorization_value_is_never_indexed() {
     let blocks = two_requests(true).await;
     assert_eq!(blocks.len(), 2, "{blocks:?}");
     assert!(blocks[1] > 150, "sent in full every time: {blocks:?}");
+}
+
+/// The headers of request `n` of [`headers_arrive_as_sent`]: values that
+/// repeat for long runs, change now and then, headers that come and go
+/// (moving the rest to other positions) and a sensitive one.
+fn headers_of(n: usize) -> Vec<(&'static str, String, bool)> {
+    let mut h = vec![
+        (
+            "apns-topic",
+            format!("com.example.app{}", n / 40 % 3),
+            false,
+        ),
+        (
+            "apns-push-type",
+            ["alert", "background"][n / 7 % 2].to_owned(),
+            false,
+        ),
+    ];
+    if n % 4 != 0 {
+        h.push(("apns-collapse-id", format!("c{}", n / 16 % 5), false));
+    }
+    h.push(("apns-id", format!("id-{n}"), true));
+    h.push(("authorization", format!("bearer token-{}", n / 100), false));
+    h.push(("content-type", "application/json".to_owned(), false));
+    h
+}
+
+/// Many requests on one connection, each with the headers of
+/// [`headers_of`]: h2's server decodes every one exactly as sent. Guards
+/// the encoder's reuse of a repeated header's index (vendor/h2/PATCHES.md):
+/// a stale index would arrive as another header's value.
+#[tokio::test]
+async fn headers_arrive_as_sent() {
+    const REQUESTS: usize = 600;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(sock).await.unwrap();
+        let mut seen = 0;
+        while let Some(accepted) = conn.accept().await {
+            let (req, mut respond) = accepted.unwrap();
+            let n: usize = req.uri().path()[1..].parse().unwrap();
+            let got: Vec<(String, String)> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            let want: Vec<(String, String)> = headers_of(n)
+                .into_iter()
+                .map(|(k, v, _)| (k.to_owned(), v))
+                .collect();
+            assert_eq!(got, want, "request {n}");
+            respond
+                .send_response(http::Response::new(()), true)
+                .unwrap();
+            seen += 1;
+        }
+        seen
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    for n in 0..REQUESTS {
+        let mut req = Request::post(format!("https://127.0.0.1/{n}"));
+        for (name, value, sensitive) in headers_of(n) {
+            let mut value = HeaderValue::from_str(&value).unwrap();
+            value.set_sensitive(sensitive);
+            req = req.header(name, value);
+        }
+        client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+        response.await.unwrap();
+    }
+    // The connection closes once the client is gone; the server then counts.
+    drop(client);
+    let seen = tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server saw every request within 20 s")
+        .unwrap();
+    assert_eq!(seen, REQUESTS);
+    driver.abort();
 }

@@ -18,6 +18,22 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+    /// pushgate patch (see PATCHES.md): by position in the last header
+    /// block, the headers the table had whole, their index, and the
+    /// table's insertion count then. A header equal to the one at its
+    /// position, with the table unchanged since, gets the same index
+    /// without a lookup: clients send the same headers in the same order
+    /// on every request.
+    repeats: Vec<Option<Repeat>>,
+}
+
+/// A header the table held whole, and where (see `Encoder::repeats`).
+#[derive(Debug)]
+struct Repeat {
+    header: Header,
+    sensitive: bool,
+    index: usize,
+    insertions: usize,
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -35,6 +51,7 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
+            repeats: Vec::new(),
         }
     }
 
@@ -108,13 +125,22 @@ impl Encoder {
         self.encode_size_updates(dst);
 
         let mut last_index = None;
+        let mut position = 0;
 
         for header in headers {
             match header.reify() {
                 // The header has an associated name. In which case, try to
                 // index it in the table.
                 Ok(header) => {
+                    let at = position;
+                    position += 1;
+                    if let Some(idx) = self.repeated(at, &header) {
+                        encode_int(idx, 7, 0x80, dst);
+                        last_index = Some(Index::Indexed(idx, header));
+                        continue;
+                    }
                     let index = self.table.index(header);
+                    self.remember(at, &index);
                     self.encode_header(&index, dst);
 
                     last_index = Some(index);
@@ -136,7 +162,40 @@ impl Encoder {
         }
     }
 
+    /// The index `header` had at position `at` of the last block, if the
+    /// table is unchanged since (pushgate patch, see `repeats`).
+    fn repeated(&self, at: usize, header: &Header) -> Option<usize> {
+        let r = self.repeats.get(at)?.as_ref()?;
+        let same = r.insertions == self.table.insertions()
+            && r.sensitive == header.is_sensitive()
+            && r.header == *header;
+        same.then_some(r.index)
+    }
+
+    /// Keeps a header the table held whole for the next block.
+    fn remember(&mut self, at: usize, index: &Index) {
+        let repeat = match *index {
+            Index::Indexed(idx, ref header) => Some(Repeat {
+                header: header.clone(),
+                sensitive: header.is_sensitive(),
+                index: idx,
+                insertions: self.table.insertions(),
+            }),
+            _ => None,
+        };
+        if at < self.repeats.len() {
+            self.repeats[at] = repeat;
+        } else if repeat.is_some() {
+            self.repeats.resize_with(at, || None);
+            self.repeats.push(repeat);
+        }
+    }
+
     fn encode_size_updates(&mut self, dst: &mut BytesMut) {
+        if self.size_update.is_some() {
+            // A resize may evict entries without an insertion.
+            self.repeats.clear();
+        }
         match self.size_update.take() {
             Some(SizeUpdate::One(val)) => {
                 self.table.resize(val);
@@ -736,6 +795,70 @@ mod test {
     #[ignore]
     fn test_evicted_overflow() {
         // Not sure what the best way to do this is.
+    }
+
+    /// pushgate patch: with the reuse of repeated headers' indices, every
+    /// block is byte for byte what a lookup of every header gives, and
+    /// decodes to what was sent: blocks drawn from a small pool (so that
+    /// headers repeat, by position and not), values that change, sensitive
+    /// values, tables that fill and evict, and size updates.
+    #[test]
+    fn test_repeated_headers_encode_as_a_lookup_would() {
+        use crate::hpack::Decoder;
+        use std::io::Cursor;
+
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names = [
+            "apns-topic",
+            "apns-push-type",
+            "authorization",
+            "x-a",
+            "x-b",
+        ];
+        for table_size in [0, 64, 256, 4096] {
+            let mut reusing = Encoder::new(table_size, 0);
+            let mut looking_up = Encoder::new(table_size, 0);
+            let mut decoder = Decoder::new(4096);
+            for block in 0..400 {
+                if block % 97 == 96 {
+                    let size = [0, 64, 256, 4096][next(4) as usize];
+                    reusing.update_max_size(size);
+                    looking_up.update_max_size(size);
+                }
+                let mut sent = vec![method(["POST", "GET"][next(2) as usize])];
+                for (i, name) in names.iter().enumerate() {
+                    if next(5) == 0 {
+                        continue;
+                    }
+                    let mut h = header(name, &format!("{name}-{}", next(3 + i as u64)));
+                    if let Header::Field { ref mut value, .. } = h {
+                        value.set_sensitive(next(7) == 0);
+                    }
+                    sent.push(h);
+                }
+                looking_up.repeats.clear();
+                let got = encode(&mut reusing, sent.clone());
+                let want = encode(&mut looking_up, sent.clone());
+                assert_eq!(got, want, "block {block}, table size {table_size}");
+
+                let mut src = got;
+                let mut decoded = Vec::new();
+                decoder
+                    .decode(&mut Cursor::new(&mut src), |h| {
+                        decoded.push(h);
+                        std::ops::ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                let sent: Vec<Header> = sent.into_iter().map(|h| h.reify().unwrap()).collect();
+                assert_eq!(decoded, sent, "block {block}, table size {table_size}");
+            }
+        }
     }
 
     fn encode(e: &mut Encoder, hdrs: Vec<Header<Option<HeaderName>>>) -> BytesMut {

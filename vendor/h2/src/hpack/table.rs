@@ -105,6 +105,15 @@ impl Table {
         self.max_size
     }
 
+    /// How many headers were ever inserted (wrapping). While it and the
+    /// size limit are unchanged, so is every index the table hands out.
+    ///
+    /// pushgate patch (see PATCHES.md): lets the encoder reuse the indices
+    /// of headers that repeat the previous block's.
+    pub fn insertions(&self) -> usize {
+        self.inserted
+    }
+
     /// Gets the header stored in the table
     pub fn resolve<'a>(&'a self, index: &'a Index) -> &'a Header {
         use self::Index::*;
