@@ -14,12 +14,13 @@
 //! A slow job at the head must not stall the window either: when
 //! `blocked_limit` finished deliveries wait behind the same one in flight
 //! for the tracker's patience ([`AckTracker::new`]), they are settled one
-//! frame each (AMQP's `multiple` would take the head along). The patience keeps ordinary
-//! reordering out of that rule: with several provider connections the jobs
-//! of one connection finish a few milliseconds after the others', and
-//! settling on the count alone sent 20,753 ack frames for 200,000 jobs over
-//! four connections (224 over one), each a frame the broker pays for, and
-//! halved the gateway's rate (docs/benchmarks.md, round 8).
+//! frame each (AMQP's `multiple` would take the head along). The patience
+//! keeps ordinary reordering out of that rule: with several provider
+//! connections the jobs of one connection finish a few milliseconds after
+//! the others', and settling on the count alone sent 20,753 ack frames for
+//! 200,000 jobs over four connections (224 over one), each a frame the
+//! broker pays for, and halved the gateway's rate (docs/benchmarks.md,
+//! round 8).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
