@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Re-vendors h2 at VERSION into vendor/h2 with pushgate's HPACK encoder
-# patch (vendor/h2-hpack.patch; why: vendor/h2/PATCHES.md). Run it for
+# Re-vendors h2 at VERSION into vendor/h2 with pushgate's
+# patch (vendor/h2.patch; why: vendor/h2/PATCHES.md). Run it for
 # every h2 release pushgate takes (security fixes included), then
 # `cargo build` and `bash .ci/run`:
 #
@@ -28,7 +28,7 @@ cp -r "$src" vendor/h2.new
 rm -rf vendor/h2.new/{benches,examples,.github,.cargo-ok,Cargo.lock,Cargo.toml.orig,CONTRIBUTING.md}
 sed "s/^This is h2 [0-9.]* from crates.io/This is h2 $version from crates.io/" \
   vendor/h2/PATCHES.md > vendor/h2.new/PATCHES.md
-(cd vendor/h2.new && patch -p1 --no-backup-if-mismatch < ../h2-hpack.patch)
+(cd vendor/h2.new && patch -p1 --no-backup-if-mismatch < ../h2.patch)
 rm -rf vendor/h2
 mv vendor/h2.new vendor/h2
-echo "vendor/h2 is h2 $version with vendor/h2-hpack.patch"
+echo "vendor/h2 is h2 $version with vendor/h2.patch"

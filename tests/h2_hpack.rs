@@ -1,7 +1,7 @@
 //! The patched h2 (vendor/h2/PATCHES.md) is the one linked: a repeated
 //! `authorization` value goes out as an index into HPACK's dynamic table,
 //! not again in full, and sensitive values are still never indexed. Guards
-//! against a re-vendored h2 without `vendor/h2-hpack.patch`. And headers
+//! against a re-vendored h2 without `vendor/h2.patch`. And headers
 //! that repeat from request to request, the patch's reuse of their indices
 //! included, arrive at h2's server exactly as sent.
 

@@ -79,16 +79,20 @@ impl Send {
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
         // 8.1.2.2. Connection-Specific Header Fields
-        if fields.contains_key(http::header::CONNECTION)
-            || fields.contains_key(http::header::TRANSFER_ENCODING)
-            || fields.contains_key(http::header::UPGRADE)
-            || fields.contains_key("keep-alive")
-            || fields.contains_key("proxy-connection")
-        {
-            tracing::debug!("illegal connection-specific headers found");
-            return Err(UserError::MalformedHeaders);
-        } else if let Some(te) = fields.get(http::header::TE) {
-            if te != "trailers" {
+        //
+        // pushgate patch (see PATCHES.md): one pass over the names. Upstream
+        // made six map lookups, each hashing its name, on every request.
+        for name in fields.keys() {
+            if name == http::header::CONNECTION
+                || name == http::header::TRANSFER_ENCODING
+                || name == http::header::UPGRADE
+                || name.as_str() == "keep-alive"
+                || name.as_str() == "proxy-connection"
+            {
+                tracing::debug!("illegal connection-specific headers found");
+                return Err(UserError::MalformedHeaders);
+            }
+            if name == http::header::TE && fields.get(name).is_some_and(|te| te != "trailers") {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
             }
@@ -663,5 +667,58 @@ impl Send {
 
     pub(crate) fn is_extended_connect_protocol_enabled(&self) -> bool {
         self.is_extended_connect_protocol_enabled
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    fn check(headers: &[(&str, &str)]) -> Result<(), UserError> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Send::check_headers(&map)
+    }
+
+    // pushgate patch (see PATCHES.md): the one-pass check refuses what the
+    // six lookups refused, wherever the header stands, and nothing else.
+    #[test]
+    fn test_connection_specific_headers_are_refused() {
+        let ordinary = [
+            ("apns-topic", "a.b"),
+            ("content-type", "x"),
+            ("apns-id", "1"),
+        ];
+        assert!(check(&[]).is_ok());
+        assert!(check(&ordinary).is_ok());
+        assert!(check(&[("te", "trailers"), ("accept", "*/*")]).is_ok());
+        // A name of the same length as a refused one is not refused.
+        assert!(check(&[("keep-alivf", "1"), ("proxy-connectiom", "1")]).is_ok());
+        for refused in [
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("keep-alive", "5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+        ] {
+            for at in 0..=ordinary.len() {
+                let mut headers = ordinary.to_vec();
+                headers.insert(at, refused);
+                assert!(
+                    matches!(check(&headers), Err(UserError::MalformedHeaders)),
+                    "{refused:?} at {at}"
+                );
+            }
+        }
+        // Only the first `te` value counts, as with `HeaderMap::get`.
+        assert!(check(&[("te", "trailers"), ("te", "gzip")]).is_ok());
+        assert!(check(&[("te", "gzip"), ("te", "trailers")]).is_err());
     }
 }
