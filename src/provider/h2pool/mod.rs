@@ -9,6 +9,8 @@
 //! response (APNs raises the limit after the first valid request). A request
 //! goes to the least-loaded connection with a free stream; when all are full
 //! it waits (bounded by the request deadline) instead of queueing inside h2.
+//! Deadlines share timers: the requests of one tick (a 64th of the request
+//! timeout, at most 100 ms) wait on one ([`deadline`]).
 //!
 //! GOAWAY and retries: a connection that received GOAWAY, failed or was
 //! retired is drained: no new requests, in-flight ones finish, then it is
@@ -20,6 +22,7 @@
 //! classify.
 
 mod conn;
+mod deadline;
 mod error;
 mod shared;
 
@@ -37,6 +40,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use self::deadline::Deadlines;
 pub use self::error::PoolError;
 use self::shared::{Shared, SlotState};
 use crate::config::ConnectionConfig;
@@ -132,6 +136,7 @@ impl H2Pool {
             keepalive: (cfg.keepalive_interval, cfg.keepalive_timeout),
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
+            deadlines: Deadlines::new(cfg.request_timeout),
             conns: RwLock::new(vec![None; slots]),
             states: (0..slots)
                 .map(|_| AtomicU8::new(SlotState::Connecting as u8))
@@ -174,15 +179,17 @@ impl H2Pool {
         F: FnMut() -> Request<Bytes>,
     {
         let shared = &*self.shared;
-        let deadline = Instant::now() + shared.request_timeout;
+        let epoch = shared
+            .deadlines
+            .epoch(Instant::now() + shared.request_timeout);
         let mut attempts = 0;
         loop {
             attempts += 1;
             let (mut parts, body) = make().into_parts();
             parts.uri = shared.absolute_uri(parts.uri)?;
-            let stream = shared.acquire(deadline).await?;
+            let stream = shared.acquire(&epoch).await?;
             match stream
-                .exchange(Request::from_parts(parts, ()), body, deadline)
+                .exchange(Request::from_parts(parts, ()), body, &epoch)
                 .await
             {
                 Ok(result) => return result,

@@ -1,6 +1,6 @@
 //! The pool's shared state: connection slots, stream reservation and one request attempt.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -10,10 +10,10 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Uri};
 use rustls_pki_types::ServerName;
 use tokio::sync::{watch, Notify};
-use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
 use super::conn::Conn;
+use super::deadline::{Deadlines, Epoch};
 use super::{error, ConnId, PoolError, PooledResponse, MAX_RESPONSE_BODY};
 use crate::config::Endpoint;
 
@@ -39,6 +39,8 @@ pub(super) struct Shared {
     pub(super) keepalive: (Duration, Duration),
     pub(super) connect_timeout: Duration,
     pub(super) request_timeout: Duration,
+    /// The timers of request deadlines, shared by the requests of a tick.
+    pub(super) deadlines: Deadlines,
     /// The open connection of each slot.
     pub(super) conns: RwLock<Vec<Option<Arc<Conn>>>>,
     pub(super) states: Vec<AtomicU8>,
@@ -81,8 +83,8 @@ impl Shared {
     }
 
     /// Reserves a stream on the least-loaded usable connection, waiting
-    /// (until `deadline`) while all are full or connecting.
-    pub(super) async fn acquire(&self, deadline: Instant) -> Result<Stream<'_>, PoolError> {
+    /// (until `deadline` passes) while all are full or connecting.
+    pub(super) async fn acquire(&self, deadline: &Epoch) -> Result<Stream<'_>, PoolError> {
         loop {
             if *self.shutdown.borrow() {
                 return Err(PoolError::Shutdown { label: self.label });
@@ -101,7 +103,7 @@ impl Shared {
             if self.all_failing() {
                 return Err(self.unavailable());
             }
-            if timeout_at(deadline, notified).await.is_err() {
+            if deadline.before(notified).await.is_none() {
                 return Err(if self.has_open() {
                     PoolError::Timeout {
                         label: self.label,
@@ -210,28 +212,39 @@ impl Stream<'_> {
     ///
     /// The request goes straight to h2 from the caller's task: HEADERS and
     /// the body's one DATA frame are queued on the connection without a
-    /// task or channel per request.
+    /// task or channel per request. It ends with a timeout when `deadline`
+    /// passes first; the request's own timer is that shared epoch.
     pub(super) async fn exchange(
         self,
         req: Request<()>,
         body: Bytes,
-        deadline: Instant,
+        deadline: &Epoch,
+    ) -> Result<Result<PooledResponse, PoolError>, h2::Error> {
+        let sent = AtomicBool::new(false);
+        let answer = deadline.before(self.run(req, body, &sent)).await;
+        answer.unwrap_or_else(|| {
+            Ok(Err(PoolError::Timeout {
+                label: self.shared.label,
+                after: self.shared.request_timeout,
+                sent: sent.load(Relaxed),
+            }))
+        })
+    }
+
+    /// [`Stream::exchange`] without its deadline; `sent` is set once the
+    /// request is on the connection.
+    async fn run(
+        &self,
+        req: Request<()>,
+        body: Bytes,
+        sent: &AtomicBool,
     ) -> Result<Result<PooledResponse, PoolError>, h2::Error> {
         let label = self.shared.label;
-        let timeout = |sent| PoolError::Timeout {
-            label,
-            after: self.shared.request_timeout,
-            sent,
-        };
-        let response = match timeout_at(deadline, self.start(req, body)).await {
-            Err(_) => return Ok(Err(timeout(false))),
-            Ok(Err(unsent)) => return Err(unsent),
-            Ok(Ok(response)) => response,
-        };
-        let response = match timeout_at(deadline, response).await {
-            Err(_) => return Ok(Err(timeout(true))),
-            Ok(Ok(response)) => response,
-            Ok(Err(source)) => {
+        let response = self.start(req, body).await?;
+        sent.store(true, Relaxed);
+        let response = match response.await {
+            Ok(response) => response,
+            Err(source) => {
                 let failure = error::classify(&source);
                 if failure.connection_level {
                     self.conn.drain();
@@ -244,10 +257,9 @@ impl Stream<'_> {
         };
         self.conn.on_response();
         let (head, body) = response.into_parts();
-        let body = match timeout_at(deadline, read_body(body)).await {
-            Err(_) => return Ok(Err(timeout(true))),
-            Ok(Err(reason)) => return Ok(Err(PoolError::Body { label, reason })),
-            Ok(Ok(body)) => body,
+        let body = match read_body(body).await {
+            Err(reason) => return Ok(Err(PoolError::Body { label, reason })),
+            Ok(body) => body,
         };
         Ok(Ok(PooledResponse {
             status: head.status,
