@@ -150,24 +150,35 @@ type Groups = BTreeMap<String, (Vec<ResultEntry>, Vec<TokenEntry>)>;
 fn group(batch: Vec<Submission>) -> (Groups, Vec<oneshot::Sender<Result<bool, String>>>) {
     let mut groups: Groups = BTreeMap::new();
     let mut waiters = Vec::with_capacity(batch.len());
+    // What the batch holds in all: an app's vectors never need more.
+    let entries_in_all = batch.iter().map(|s| s.entries.len()).sum();
+    let tokens_in_all = batch.iter().map(|s| s.tokens.len()).sum();
     for s in batch {
         let (entries, tokens) = groups.entry(s.app).or_default();
-        // The first job of an app hands its vector over: a fan-out job's
-        // entries are then not copied again (they are large, and usually alone).
-        append(entries, s.entries);
-        append(tokens, s.tokens);
+        append(entries, s.entries, entries_in_all);
+        append(tokens, s.tokens, tokens_in_all);
         waiters.push(s.done);
     }
     (groups, waiters)
 }
 
-/// `more` appended to `to`, moved whole when `to` is empty.
-fn append<T>(to: &mut Vec<T>, mut more: Vec<T>) {
-    if to.is_empty() {
+/// `more` appended to `to`, which is sized once for `in_all` entries.
+///
+/// The first job of an app hands its vector over when it has that room
+/// already: a fan-out job's entries are then not copied again (they are
+/// large, and usually alone). Single-recipient jobs come a thousand to a
+/// batch, and growing a one-entry vector to hold them all copied the
+/// entries ten times over (about 700 instructions a job, docs/benchmarks.md
+/// round 11).
+fn append<T>(to: &mut Vec<T>, mut more: Vec<T>, in_all: usize) {
+    if to.is_empty() && more.capacity() >= in_all {
         *to = more;
-    } else {
-        to.append(&mut more);
+        return;
     }
+    if to.capacity() == 0 {
+        to.reserve_exact(in_all);
+    }
+    to.append(&mut more);
 }
 
 async fn publish_groups(
@@ -260,6 +271,23 @@ mod tests {
         assert_eq!(jobs, ["j1", "j1", "j3", "j3"]);
         assert_eq!(a.1.len(), 4, "token feedback batched too");
         assert_eq!(groups["b"].0.len(), 2);
+    }
+
+    #[test]
+    fn an_app_vector_is_sized_once_and_a_whole_job_is_moved() {
+        let mut to = Vec::new();
+        for i in 0..100 {
+            append(&mut to, vec![i], 100);
+            assert_eq!(to.capacity(), 100, "never regrown");
+        }
+        assert_eq!(to, (0..100).collect::<Vec<_>>());
+        let fan_out: Vec<u32> = (0..500).collect();
+        let at = fan_out.as_ptr();
+        let mut to = Vec::new();
+        append(&mut to, fan_out, 500);
+        assert_eq!(to.as_ptr(), at, "not copied");
+        append(&mut to, Vec::new(), 500);
+        assert_eq!(to.len(), 500);
     }
 
     #[tokio::test]
