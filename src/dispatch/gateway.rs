@@ -1,13 +1,13 @@
 //! The real delivery behind the dispatcher: each app's providers (APNs, FCM
 //! pools and credentials), picked by the job's app and the recipient's platform.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::job::Job;
 use crate::job::Platform;
 use crate::outcome::{Code, Outcome};
+use crate::policy::keys::{FxBuild, NameMap};
 use crate::provider::h2pool::PoolStats;
 use crate::provider::{ProviderError, Providers};
 use crate::telemetry::{PoolSource, Telemetry};
@@ -17,7 +17,8 @@ use super::Deliver;
 /// Every configured app's [`Providers`], built once at start-up.
 #[derive(Debug)]
 pub struct Gateway {
-    apps: HashMap<String, Providers>,
+    /// By app name from the config (FxHash: looked up per notification).
+    apps: NameMap<Providers>,
     /// Where provider request durations are observed.
     telemetry: Option<Arc<Telemetry>>,
 }
@@ -27,7 +28,7 @@ impl Gateway {
     /// key when on). Call inside a Tokio runtime: the pools start
     /// connecting at once.
     pub fn new(config: &Config) -> Result<Gateway, ProviderError> {
-        let mut apps = HashMap::with_capacity(config.apps.len());
+        let mut apps = NameMap::with_capacity_and_hasher(config.apps.len(), FxBuild::default());
         let tracking = config.tracking.key();
         for (name, app) in &config.apps {
             apps.insert(name.clone(), Providers::new(app)?.with_tracking(tracking));

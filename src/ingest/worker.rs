@@ -18,6 +18,7 @@ use super::IngestError;
 use crate::app::stopped;
 use crate::config::InputQueue;
 use crate::dispatch::Deliver;
+use crate::policy::keys::FxBuild;
 use crate::telemetry::metrics::{ConsumerGauge, QueueCounters};
 
 /// How long half the prefetch window may wait, finished, behind one job
@@ -42,7 +43,8 @@ pub(super) struct Worker<D> {
     /// they are acked singly.
     blocked_limit: usize,
     tasks: JoinSet<TaskOutput>,
-    task_tags: HashMap<Id, u64>,
+    /// By task id, which the runtime assigns (FxHash: two per job).
+    task_tags: HashMap<Id, u64, FxBuild>,
     counters: QueueCounters,
     /// Holds one on `pushgate_queue_consumers{queue}` while the worker lives.
     _consumer: ConsumerGauge,
@@ -76,7 +78,7 @@ impl<D: Deliver> Worker<D> {
             acks: AckTracker::new(HEAD_PATIENCE),
             blocked_limit: usize::from(input.prefetch / 2).max(1),
             tasks: JoinSet::new(),
-            task_tags: HashMap::new(),
+            task_tags: HashMap::default(),
         })
     }
 

@@ -13,7 +13,6 @@ pub mod campaign;
 pub mod clock;
 pub mod device;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use self::clock::{NanoClock, Shutdown, TokioClock};
 use self::device::{DeviceTurn, Devices};
 use crate::config::ThrottleConfig;
 use crate::job::{Platform, Throttle as JobThrottle};
+use crate::policy::keys::NameMap;
 use crate::policy::observer::{Observer, Scope};
 
 /// What one delivery is throttled by.
@@ -59,7 +59,8 @@ fn index(p: Platform) -> usize {
 
 /// All buckets of the daemon.
 pub struct Throttle<C: NanoClock = TokioClock> {
-    apps: HashMap<String, [Option<AppBucket<C>>; 3]>,
+    /// App names from the config (FxHash: looked up per notification).
+    apps: NameMap<[Option<AppBucket<C>>; 3]>,
     campaigns: Campaigns<C>,
     devices: Option<Devices<C>>,
     cfg: ThrottleConfig,
