@@ -64,7 +64,7 @@ fn opt_string(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
 
 /// A JSON string: copied as is unless it holds a byte serde_json escapes
 /// (a control character, `"` or `\`), which then goes through serde_json.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     if plain(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -98,7 +98,7 @@ fn plain(s: &[u8]) -> bool {
         .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-fn number(out: &mut Vec<u8>, n: u64) {
+pub(crate) fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 

@@ -8,6 +8,7 @@
 //! new connection.
 
 pub mod auth;
+mod payload;
 pub mod reason;
 pub mod request;
 pub mod response;

@@ -10,8 +10,8 @@
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request};
-use serde::Serialize;
 
+use super::payload::{Alert, Aps, Payload};
 use crate::job::memo::SharedPayload;
 use crate::job::{Job, Priority, PushType};
 use crate::outcome::Code;
@@ -83,47 +83,6 @@ pub fn expiration(job: &Job, now_unix: u64) -> Option<u64> {
     Some(secs.max(1))
 }
 
-#[derive(Serialize)]
-struct Alert<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    title: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subtitle: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Aps<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    alert: Option<Alert<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    badge: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sound: Option<&'a str>,
-    #[serde(rename = "thread-id", skip_serializing_if = "Option::is_none")]
-    thread_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    category: Option<&'a str>,
-    #[serde(rename = "mutable-content", skip_serializing_if = "Option::is_none")]
-    mutable_content: Option<u8>,
-    #[serde(rename = "content-available", skip_serializing_if = "Option::is_none")]
-    content_available: Option<u8>,
-}
-
-#[derive(Serialize)]
-struct Payload<'a> {
-    aps: Aps<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deeplink: Option<&'a str>,
-    #[serde(flatten)]
-    data: &'a std::collections::BTreeMap<String, String>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    tracking: Option<AsObjectField<'a>>,
-}
-
 /// The JSON body: `aps` from the job and rendered texts, custom `data` keys
 /// (and `image`, `deeplink`) beside `aps`, the tracking key beside them
 /// (alerts then get `mutable-content: 1` for the app's service extension),
@@ -163,10 +122,8 @@ pub fn payload(job: &Job, rendered: &Rendered<'_>, tracking: Option<TrackingKey<
     if overrides.is_none() && clash.is_none() {
         // Sized for a typical alert, so the writer does not regrow it.
         let mut out = Vec::with_capacity(PAYLOAD_CAPACITY);
-        return match serde_json::to_writer(&mut out, &p) {
-            Ok(()) => out,
-            Err(_) => Vec::new(),
-        };
+        p.write(&mut out);
+        return out;
     }
     let mut v = serde_json::to_value(&p).unwrap_or_default();
     if let (Some(t), Some(map)) = (clash, v.as_object_mut()) {
