@@ -6,7 +6,9 @@
 //! SipHash that was 2.5% of the fan-out profile. A device key is already a
 //! hash, seeded at random per process (so crafted tokens cannot be made to
 //! collide), and app names come from the config, never from a job: both
-//! maps use FxHash.
+//! maps use FxHash. So do the gateway's providers and the throttle's app
+//! buckets (keyed by config app names) and the ingest worker's task tags
+//! (keyed by task ids the runtime assigns).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
