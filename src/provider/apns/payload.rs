@@ -165,7 +165,6 @@ mod tests {
             ]
             .into(),
         ];
-        let mut checked = 0;
         for n in 0..4000usize {
             let with_alert = n % 5 != 0;
             let tracking = match n % 4 {
@@ -207,8 +206,6 @@ mod tests {
                 String::from_utf8_lossy(&theirs),
                 "shape {n}"
             );
-            checked += 1;
         }
-        assert_eq!(checked, 4000);
     }
 }

@@ -106,7 +106,7 @@ impl Epoch {
 
     /// Completes once the epoch has passed. A waiter joins the epoch's list
     /// on its first pending poll and leaves it when dropped.
-    pub(super) async fn passed(&self) {
+    async fn passed(&self) {
         // Created before the flag is read: a `notify_waiters` after this
         // point completes it even before its first poll.
         let notified = self.notify.notified();
