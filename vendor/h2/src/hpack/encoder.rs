@@ -314,13 +314,28 @@ fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut Byt
 
 fn encode_str(val: &[u8], dst: &mut BytesMut) {
     if !val.is_empty() {
-        // pushgate patch (see PATCHES.md): the length first, then the
-        // string, each written once. Upstream wrote the string after a
-        // one-byte placeholder and, for a string over 126 coded bytes,
-        // moved it byte by byte to make room for a longer length.
-        let huff_len = huffman::encoded_len(val);
-        encode_int(huff_len, 7, 0x80, dst);
-        huffman::encode_len(val, huff_len, dst);
+        // pushgate patch (see PATCHES.md): the string is coded in one pass
+        // into room made once, after a one-byte length. A coding of 127
+        // bytes or more needs a longer length; the coding then moves up by
+        // that many bytes, in one copy. Upstream moved it byte by byte.
+        let start = dst.len();
+        dst.resize(start + 1 + huffman::max_encoded_len(val.len()), 0);
+        let len = huffman::encode_into(val, &mut dst[start + 1..]);
+        if len < 127 {
+            dst[start] = 0x80 | len as u8;
+            dst.truncate(start + 1 + len);
+        } else {
+            let mut prefix = [0u8; 10];
+            let mut room = &mut prefix[..];
+            encode_int(len, 7, 0x80, &mut room);
+            let n = 10 - room.len();
+            if dst.len() < start + n + len {
+                dst.resize(start + n + len, 0);
+            }
+            dst.copy_within(start + 1..start + 1 + len, start + n);
+            dst[start..start + n].copy_from_slice(&prefix[..n]);
+            dst.truncate(start + n + len);
+        }
     } else {
         // Write an empty string
         dst.put_u8(0);
@@ -857,6 +872,44 @@ mod test {
                     .unwrap();
                 let sent: Vec<Header> = sent.into_iter().map(|h| h.reify().unwrap()).collect();
                 assert_eq!(decoded, sent, "block {block}, table size {table_size}");
+            }
+        }
+    }
+
+    #[test]
+    fn test_strings_of_every_length_are_coded_in_one_pass() {
+        // pushgate patch: `encode_str` codes in place after a one-byte
+        // length and moves the coding up when its length needs more bytes
+        // (127 coded bytes and over). Each string is written after other
+        // bytes, which must survive, and checked against upstream's layout:
+        // the length as an integer with a 7-bit prefix, then the coding.
+        let alphabets: [&[u8]; 3] = [
+            b"0123456789abcdef",
+            b"/3/device/-ABCXYZ_~",
+            &[0, 1, 127, 128, 200, 254, 255],
+        ];
+        for alphabet in alphabets {
+            for len in 0..700 {
+                let val: Vec<u8> = (0..len)
+                    .map(|i| alphabet[(i * 7 + len) % alphabet.len()])
+                    .collect();
+                let mut dst = BytesMut::from(&b"before"[..]);
+                encode_str(&val, &mut dst);
+                assert_eq!(&dst[..6], b"before");
+
+                let mut coded = BytesMut::new();
+                if !val.is_empty() {
+                    huffman::encode(&val, &mut coded);
+                }
+                let mut want = BytesMut::from(&b"before"[..]);
+                if val.is_empty() {
+                    want.put_u8(0);
+                } else {
+                    encode_int(coded.len(), 7, 0x80, &mut want);
+                    want.extend_from_slice(&coded);
+                }
+                assert_eq!(dst, want, "length {len}");
+                assert_eq!(huff_decode(&coded), &val[..], "length {len}");
             }
         }
     }

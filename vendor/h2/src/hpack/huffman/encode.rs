@@ -2,32 +2,30 @@ use crate::hpack::huffman::table::{ENCODE_CODES, ENCODE_CODE_LENGTHS};
 
 use bytes::BytesMut;
 
-/// The length in bytes of `src` Huffman-coded, padded to a whole byte.
+/// The longest coding of `len` bytes, in bytes: HPACK's longest code is 30
+/// bits.
 ///
-/// pushgate patch (see PATCHES.md): lets `encode_str` write the string's
-/// length before the string instead of shifting the string after it.
-pub fn encoded_len(src: &[u8]) -> usize {
-    let bits: usize = src
-        .iter()
-        .map(|&b| ENCODE_CODE_LENGTHS[b as usize] as usize)
-        .sum();
-    (bits + 7) / 8
+/// pushgate patch (see PATCHES.md): `encode_str` makes this much room once
+/// and codes the string into it in one pass.
+pub const fn max_encoded_len(len: usize) -> usize {
+    (len * 30 + 7) / 8
 }
 
 #[cfg(test)]
 pub fn encode(src: &[u8], dst: &mut BytesMut) {
-    encode_len(src, encoded_len(src), dst)
+    let start = dst.len();
+    dst.resize(start + max_encoded_len(src.len()), 0);
+    let len = encode_into(src, &mut dst[start..]);
+    dst.truncate(start + len);
 }
 
-/// Appends `src` Huffman-coded to `dst`; `len` is [`encoded_len`] of `src`.
+/// Writes `src` Huffman-coded to the start of `out`, which holds at least
+/// [`max_encoded_len`] of `src`, and returns the coded length in bytes.
 ///
-/// pushgate patch (see PATCHES.md): the room is made once and the codes are
-/// written into it, where upstream went through `BufMut::put_u32` (a
-/// capacity check and a copy) every four bytes.
-pub fn encode_len(src: &[u8], len: usize, dst: &mut BytesMut) {
-    let start = dst.len();
-    dst.resize(start + len, 0);
-    let out = &mut dst[start..];
+/// pushgate patch (see PATCHES.md): one pass over `src`, the codes written
+/// four bytes at a time into room made once. Upstream went through
+/// `BufMut::put_u32` (a capacity check and a copy) every four bytes.
+pub fn encode_into(src: &[u8], out: &mut [u8]) -> usize {
     let mut pos = 0;
 
     let mut bits = 0u64;
@@ -37,6 +35,7 @@ pub fn encode_len(src: &[u8], len: usize, dst: &mut BytesMut) {
         let nbits = ENCODE_CODE_LENGTHS[b as usize] as usize;
         let code = ENCODE_CODES[b as usize] as u64;
 
+        // `bits_len` is under 32 here and a code at most 30 bits.
         bits = (bits << nbits) | code;
         bits_len += nbits;
 
@@ -63,7 +62,7 @@ pub fn encode_len(src: &[u8], len: usize, dst: &mut BytesMut) {
             pos += 1;
         }
     }
-    debug_assert_eq!(pos, len);
+    pos
 }
 
 #[cfg(test)]

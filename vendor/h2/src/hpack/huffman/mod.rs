@@ -5,7 +5,7 @@ mod table;
 pub use self::decode::decode;
 #[cfg(test)]
 pub use self::encode::encode;
-pub use self::encode::{encode_len, encoded_len};
+pub use self::encode::{encode_into, max_encoded_len};
 
 #[cfg(test)]
 mod test {
