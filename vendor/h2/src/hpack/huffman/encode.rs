@@ -1,5 +1,6 @@
 use crate::hpack::huffman::table::{ENCODE_CODES, ENCODE_CODE_LENGTHS};
 
+#[cfg(test)]
 use bytes::BytesMut;
 
 /// The longest coding of `len` bytes, in bytes: HPACK's longest code is 30
