@@ -166,6 +166,23 @@ pub enum PushType {
     Mdm,
 }
 
+impl PushType {
+    /// Every push type.
+    pub const ALL: [PushType; 11] = [
+        PushType::Alert,
+        PushType::Background,
+        PushType::Voip,
+        PushType::Complication,
+        PushType::Fileprovider,
+        PushType::Location,
+        PushType::Liveactivity,
+        PushType::Pushtotalk,
+        PushType::Widgets,
+        PushType::Controls,
+        PushType::Mdm,
+    ];
+}
+
 /// A campaign rate: at most `limit` notifications per `per_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -39,9 +39,8 @@ pub struct ApnsProvider<T> {
     transport: T,
     authority: String,
     bundle: String,
-    /// `apns-topic` of the push types without a suffix (alert, background,
-    /// mdm: nearly every notification), built once.
-    bundle_topic: Option<http::HeaderValue>,
+    /// The headers of each push type and priority, built once.
+    base: Option<request::BaseHeaders>,
     /// `None` with certificate auth (the pool's TLS carries the client cert).
     auth: Option<TokenAuth>,
     /// The tracking key name, when tracking is on (`[tracking]`).
@@ -86,7 +85,7 @@ impl<T: Transport> ApnsProvider<T> {
             transport,
             authority: cfg.connection.endpoint.authority.clone(),
             bundle: cfg.topic.clone(),
-            bundle_topic: request::topic_value(&cfg.topic, crate::job::PushType::Alert).ok(),
+            base: request::BaseHeaders::new(&cfg.topic),
             auth,
             tracking: None,
         })
@@ -121,14 +120,13 @@ impl<T: Transport> ApnsProvider<T> {
         let Some(token) = msg.token() else {
             return Outcome::local(Code::BadDeviceToken, "the recipient has no device token");
         };
-        let suffixless = request::topic_suffix(msg.job.push_type).is_empty();
         let target = request::Target {
             bundle: &self.bundle,
             token,
             apns_id: msg.id,
             now_unix: Clock::System.unix(),
             tracking: self.tracking.as_deref(),
-            topic: self.bundle_topic.as_ref().filter(|_| suffixless),
+            base: self.base.as_ref().and_then(|b| b.get(msg.job)),
             shared: self.shared_payload(msg),
         };
         let build = || request::build(msg.job, msg.rendered, target);

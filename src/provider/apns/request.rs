@@ -1,11 +1,13 @@
 //! Builds the APNs HTTP/2 request (path, headers, JSON payload) for one notification; pure.
 //!
 //! Hot path (one call per notification): the payload is written into a
-//! buffer sized up front, the header map is sized for every header the
-//! request can carry (authorization included, so it never regrows), the
-//! topic and authorization values come pre-built from the provider (shared
-//! bytes: cloning is a reference count), and [`Built::into_request`] moves
-//! everything into the request without a copy.
+//! buffer sized up front; the headers every request of a push type and
+//! priority shares come pre-built from the provider as one map
+//! ([`BaseHeaders`]), sized for every header the request can carry
+//! (authorization included), and are cloned (shared bytes: reference
+//! counts) rather than hashed and inserted again; the authorization value
+//! comes pre-built too, and [`Built::into_request`] moves everything into
+//! the request without a copy.
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -65,7 +67,11 @@ pub fn topic_suffix(p: PushType) -> &'static str {
 
 /// `apns-priority`: high 10, normal 5; background pushes must use 5.
 pub fn priority_value(job: &Job) -> &'static str {
-    match (job.push_type, job.priority) {
+    priority_str(job.push_type, job.priority)
+}
+
+fn priority_str(push_type: PushType, priority: Priority) -> &'static str {
+    match (push_type, priority) {
         (PushType::Background, _) | (_, Priority::Normal) => "5",
         (_, Priority::High) => "10",
     }
@@ -235,9 +241,9 @@ pub struct Target<'a> {
     pub now_unix: u64,
     /// The tracking key name when tracking is on (the value is `apns_id` and the campaign).
     pub tracking: Option<&'a str>,
-    /// The `apns-topic` value for the job's push type, pre-built by the
-    /// provider; `None`: built here from `bundle`.
-    pub topic: Option<&'a HeaderValue>,
+    /// The headers of the job's push type and priority ([`BaseHeaders`]),
+    /// pre-built by the provider; `None`: built here from `bundle`.
+    pub base: Option<&'a HeaderMap>,
     /// The payload all recipients of the job share ([`shared_payload`]
     /// with the same `tracking`), when their texts are the same.
     pub shared: Option<&'a SharedPayload>,
@@ -286,21 +292,16 @@ const APNS_COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id")
 const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
 
 fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
-    let mut h = HeaderMap::with_capacity(HEADER_CAPACITY);
     let bad = |what: &str| Refused {
         code: Code::InvalidPayload,
         reason: format!("{what} is not a valid header value"),
     };
-    let topic = match t.topic {
-        Some(v) => v.clone(),
-        None => topic_value(t.bundle, job.push_type).map_err(|_| bad("apns-topic"))?,
+    let mut h = match t.base {
+        Some(base) => base.clone(),
+        None => {
+            base_headers(t.bundle, job.push_type, job.priority).map_err(|_| bad("apns-topic"))?
+        }
     };
-    h.insert(APNS_TOPIC, topic);
-    h.insert(
-        APNS_PUSH_TYPE,
-        HeaderValue::from_static(push_type_str(job.push_type)),
-    );
-    h.insert(APNS_PRIORITY, HeaderValue::from_static(priority_value(job)));
     if let Some(exp) = expiration(job, t.now_unix) {
         h.insert(APNS_EXPIRATION, HeaderValue::from(exp));
     }
@@ -315,13 +316,68 @@ fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
     let mut id = HeaderValue::from_str(t.apns_id).map_err(|_| bad("apns-id"))?;
     id.set_sensitive(true);
     h.insert(APNS_ID, id);
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (k, v) in job.apns.iter().flat_map(|o| o.headers.iter()) {
         let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
             .map_err(|_| bad("an apns header name"))?;
         h.insert(name, HeaderValue::from_str(v).map_err(|_| bad(k))?);
     }
     Ok(h)
+}
+
+/// The headers every request of one push type and priority carries, in
+/// the order they are sent: `apns-topic`, `apns-push-type`,
+/// `apns-priority`, `content-type`. Sized for every header a request can
+/// carry, so that the request's own never make it regrow.
+pub fn base_headers(
+    bundle: &str,
+    push_type: PushType,
+    priority: Priority,
+) -> Result<HeaderMap, http::header::InvalidHeaderValue> {
+    let mut h = HeaderMap::with_capacity(HEADER_CAPACITY);
+    h.insert(APNS_TOPIC, topic_value(bundle, push_type)?);
+    h.insert(
+        APNS_PUSH_TYPE,
+        HeaderValue::from_static(push_type_str(push_type)),
+    );
+    h.insert(
+        APNS_PRIORITY,
+        HeaderValue::from_static(priority_str(push_type, priority)),
+    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(h)
+}
+
+/// [`base_headers`] of every push type and priority for one bundle, built
+/// once per provider: a request clones its own map, which costs less than
+/// hashing and inserting four headers (one request per recipient).
+#[derive(Debug, Clone)]
+pub struct BaseHeaders {
+    /// Indexed by [`BaseHeaders::slot`].
+    maps: Vec<HeaderMap>,
+}
+
+impl BaseHeaders {
+    /// `None` when the bundle is not a valid header value (each request
+    /// then builds its own headers and is refused with the reason).
+    pub fn new(bundle: &str) -> Option<BaseHeaders> {
+        let mut maps = Vec::with_capacity(PushType::ALL.len() * 2);
+        for p in PushType::ALL {
+            for priority in [Priority::High, Priority::Normal] {
+                maps.push(base_headers(bundle, p, priority).ok()?);
+            }
+        }
+        Some(BaseHeaders { maps })
+    }
+
+    /// The headers of `job`'s push type and priority.
+    pub fn get(&self, job: &Job) -> Option<&HeaderMap> {
+        self.maps.get(Self::slot(job.push_type, job.priority))
+    }
+
+    fn slot(p: PushType, priority: Priority) -> usize {
+        let i = PushType::ALL.iter().position(|&q| q == p).unwrap_or(0);
+        i * 2 + usize::from(priority == Priority::Normal)
+    }
 }
 
 /// The `apns-topic` value for `push_type`: the bundle plus the type's suffix.

@@ -25,7 +25,7 @@ fn target() -> Target<'static> {
         apns_id: "123e4567-e89b-12d3-a456-426614174000",
         now_unix: 1_000_000,
         tracking: None,
-        topic: None,
+        base: None,
         shared: None,
     }
 }
@@ -72,15 +72,50 @@ fn builds_path_headers_and_payload() {
 }
 
 #[test]
-fn a_prebuilt_topic_is_sent_as_is() {
-    let j = job();
-    let v = topic_value("com.example.shop", PushType::Voip).unwrap();
-    let t = Target {
-        topic: Some(&v),
-        ..target()
-    };
-    let b = build(&j, &texts(&j), t).unwrap();
+fn prebuilt_base_headers_give_the_same_request() {
+    let base = BaseHeaders::new("com.example.shop").unwrap();
+    let mut j = job();
+    j.collapse_key = Some("sale".into());
+    j.ttl = Some(60);
+    for p in PushType::ALL {
+        for priority in [Priority::High, Priority::Normal] {
+            j.push_type = p;
+            j.priority = priority;
+            let own = build(&j, &texts(&j), target()).unwrap();
+            let t = Target {
+                base: base.get(&j),
+                ..target()
+            };
+            let shared = build(&j, &texts(&j), t).unwrap();
+            assert_eq!(shared.headers, own.headers, "{p:?} {priority:?}");
+            let names: Vec<_> = shared.headers.keys().map(|k| k.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "apns-topic",
+                    "apns-push-type",
+                    "apns-priority",
+                    "content-type",
+                    "apns-expiration",
+                    "apns-collapse-id",
+                    "apns-id"
+                ],
+                "the order they are sent in"
+            );
+        }
+    }
+    j.push_type = PushType::Voip;
+    let b = build(
+        &j,
+        &texts(&j),
+        Target {
+            base: base.get(&j),
+            ..target()
+        },
+    )
+    .unwrap();
     assert_eq!(header(&b, "apns-topic"), Some("com.example.shop.voip"));
+    assert!(BaseHeaders::new("bad\nbundle").is_none());
 }
 
 #[test]
