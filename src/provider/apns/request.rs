@@ -3,8 +3,8 @@
 //! Hot path (one call per notification): the payload is written into a
 //! buffer sized up front; the headers every request of a push type and
 //! priority shares come pre-built from the provider as one map
-//! ([`BaseHeaders`]), sized for every header the request can carry
-//! (authorization included), and are cloned (shared bytes: reference
+//! ([`BaseHeaders`]), its index sized for every header the request can
+//! carry (authorization included), and are cloned (shared bytes: reference
 //! counts) rather than hashed and inserted again; the authorization value
 //! comes pre-built too, and [`Built::into_request`] moves everything into
 //! the request without a copy.
@@ -326,8 +326,9 @@ fn headers(job: &Job, t: Target<'_>) -> Result<HeaderMap, Refused> {
 
 /// The headers every request of one push type and priority carries, in
 /// the order they are sent: `apns-topic`, `apns-push-type`,
-/// `apns-priority`, `content-type`. Sized for every header a request can
-/// carry, so that the request's own never make it regrow.
+/// `apns-priority`, `content-type`. Its index is sized for every header a
+/// request can carry, and a clone keeps that size, so the request's own
+/// headers never rehash it (the cloned entry vector grows once).
 pub fn base_headers(
     bundle: &str,
     push_type: PushType,

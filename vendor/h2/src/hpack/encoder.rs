@@ -886,7 +886,8 @@ mod test {
         let alphabets: [&[u8]; 3] = [
             b"0123456789abcdef",
             b"/3/device/-ABCXYZ_~",
-            &[0, 1, 127, 128, 200, 254, 255],
+            // The longest codes: 30 bits for \n, \r and 0x16.
+            &[0, 1, 10, 13, 22, 127, 128, 200, 254, 255],
         ];
         for alphabet in alphabets {
             for len in 0..700 {
