@@ -40,7 +40,21 @@ impl<'a> TrackingKey<'a> {
 
     /// The value as a JSON string (FCM `data`).
     pub fn to_json_string(&self) -> String {
-        serde_json::to_string(&self.value()).unwrap_or_default()
+        let mut out = Vec::with_capacity(16 + self.notification_id.len());
+        self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the value's JSON, byte for byte as serde_json writes it
+    /// (one per notification on the hot path, without serde's machinery).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"n\":");
+        crate::report::json::string(out, self.notification_id);
+        if let Some(c) = self.campaign {
+            out.extend_from_slice(b",\"c\":");
+            crate::report::json::string(out, c);
+        }
+        out.push(b'}');
     }
 }
 
@@ -107,6 +121,16 @@ mod tests {
             ..k
         };
         assert_eq!(bare.to_json(), json!({"n": "n-1"}));
+        for (id, campaign) in [("n-1", None), ("q\"\\\t\u{1}é", Some("a\nb \"c\""))] {
+            let k = TrackingKey {
+                notification_id: id,
+                campaign,
+                ..k
+            };
+            let mut ours = Vec::new();
+            k.write_json(&mut ours);
+            assert_eq!(ours, serde_json::to_vec(&k.value()).unwrap(), "{id}");
+        }
         let data = [
             ("pg".to_owned(), "mine".to_owned()),
             ("a".to_owned(), "b".to_owned()),

@@ -120,13 +120,7 @@ impl Payload<'_> {
         }
         if let Some(AsObjectField(t)) = &self.tracking {
             dynamic_key(out, t.name);
-            out.extend_from_slice(b"{\"n\":");
-            string(out, t.notification_id);
-            if let Some(c) = t.campaign {
-                out.extend_from_slice(b",\"c\":");
-                string(out, c);
-            }
-            out.push(b'}');
+            t.write_json(out);
         }
         out.push(b'}');
     }

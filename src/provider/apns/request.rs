@@ -51,7 +51,7 @@ pub fn push_type_str(p: PushType) -> &'static str {
 }
 
 /// The suffix APNs expects after the bundle id in `apns-topic` (protocols.md §1.2).
-pub fn topic_suffix(p: PushType) -> &'static str {
+fn topic_suffix(p: PushType) -> &'static str {
     match p {
         PushType::Alert | PushType::Background | PushType::Mdm => "",
         PushType::Voip => ".voip",
@@ -382,7 +382,7 @@ impl BaseHeaders {
 }
 
 /// The `apns-topic` value for `push_type`: the bundle plus the type's suffix.
-pub fn topic_value(
+fn topic_value(
     bundle: &str,
     push_type: PushType,
 ) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
