@@ -140,6 +140,72 @@ async fn bodies_over_many_frames_and_their_properties_arrive_whole() {
     cleanup(conn, &ch, &[&q]).await;
 }
 
+/// `amqp.inputs.read_interval`: after a read, what the broker sends within
+/// the interval waits for the next read, and comes in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_interval_gathers_what_comes_within_it() {
+    let (conn, ch, q) = queue("interval").await;
+    let url = amqp_url();
+    let mut c = WireConsumer::open(open(&url), &q, "t-interval", 10)
+        .await
+        .unwrap();
+    let interval = Duration::from_millis(300);
+    c.set_read_interval(interval);
+    publish(&ch, &q, b"first", BasicProperties::default()).await;
+    let first = next(&mut c).await;
+    let read_at = std::time::Instant::now();
+    // Confirmed, so the broker holds them and sends them at once (prefetch 10).
+    publish(&ch, &q, b"second", BasicProperties::default()).await;
+    publish(&ch, &q, b"third", BasicProperties::default()).await;
+    let second = next(&mut c).await;
+    let waited = read_at.elapsed();
+    // Never sooner than the interval after the read that brought `first`.
+    assert!(waited >= interval - Duration::from_millis(20), "{waited:?}");
+    // `third` came in the same read: no wait, nothing to read.
+    let third = futures_util::FutureExt::now_or_never(c.next())
+        .expect("the third delivery is already read")
+        .expect("the consumer is open")
+        .unwrap();
+    assert_eq!(
+        [&first.data[..], &second.data[..], &third.data[..]],
+        [&b"first"[..], b"second", b"third"]
+    );
+    c.ack(third.tag, true).await.unwrap();
+    c.close("test done").await.unwrap();
+    cleanup(conn, &ch, &[&q]).await;
+}
+
+/// A read that fills the buffer's room is followed by another at once: the
+/// interval paces reads, it does not cap the bytes a second. 1 MB waiting
+/// takes at least 16 full reads; one interval after each would take 4.8 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_interval_does_not_hold_back_a_full_socket() {
+    let (conn, ch, q) = queue("interval-full").await;
+    let body = vec![b'x'; 2048];
+    for _ in 0..500 {
+        publish(&ch, &q, &body, BasicProperties::default()).await;
+    }
+    let url = amqp_url();
+    let mut c = WireConsumer::open(open(&url), &q, "t-interval-full", 1000)
+        .await
+        .unwrap();
+    let interval = Duration::from_millis(300);
+    c.set_read_interval(interval);
+    let started = std::time::Instant::now();
+    let mut last = 0;
+    for _ in 0..500 {
+        let d = next(&mut c).await;
+        assert_eq!(d.data.len(), body.len());
+        last = d.tag;
+    }
+    let took = started.elapsed();
+    // A few partial reads may each wait an interval; 16 waits would not fit.
+    assert!(took < interval * 5, "{took:?}");
+    c.ack(last, true).await.unwrap();
+    c.close("test done").await.unwrap();
+    cleanup(conn, &ch, &[&q]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_an_idle_consumer_and_nacked_jobs_come_back() {
     let (conn, ch, q) = queue("idle").await;

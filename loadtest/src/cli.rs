@@ -107,6 +107,10 @@ pub struct Common {
     /// The gateway's `daemon.max_in_flight`.
     #[arg(long, default_value_t = 4000)]
     pub max_in_flight: usize,
+    /// The input queue's `read_interval` (`0ms` reads as soon as bytes
+    /// come); default: the gateway's own (1 ms).
+    #[arg(long)]
+    pub read_interval: Option<String>,
     /// The gateway's APNs rate for the app (`[throttle.apns] rate_per_second`);
     /// 0 = no limit. pushgate's default (9,000/s, under FCM's project quota)
     /// would measure the throttle, not the gateway.

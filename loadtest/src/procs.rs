@@ -151,7 +151,7 @@ results_undelivered_only = {undelivered}
 [[amqp.inputs]]
 name = "{input}"
 prefetch = {prefetch}
-
+{read_interval}
 [amqp.retry]
 exchange = "{retry_x}"
 queue_prefix = "{retry_prefix}"
@@ -181,6 +181,11 @@ per_minute = {device}
         undelivered = s.results == Results::Undelivered,
         input = n.input,
         prefetch = c.prefetch,
+        read_interval = c
+            .read_interval
+            .as_ref()
+            .map(|d| format!("read_interval = {d:?}\n"))
+            .unwrap_or_default(),
         retry_x = n.retry_exchange,
         retry_prefix = n.retry_prefix,
         delays = delays.join(", "),

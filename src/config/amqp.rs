@@ -14,6 +14,10 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 const DEFAULT_DELAYS: [&str; 5] = ["1s", "5s", "30s", "2m", "10m"];
 pub const DEFAULT_CONTROL_QUEUE: &str = "pushgate.control.log";
 pub const DEFAULT_CONTROL_REMEMBER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `amqp.inputs.read_interval`: docs/benchmarks.md, round 13.
+pub const DEFAULT_READ_INTERVAL: Duration = Duration::from_millis(1);
+/// The longest `read_interval`: beyond this the wait is latency, not batching.
+const MAX_READ_INTERVAL: Duration = Duration::from_millis(50);
 
 /// `[amqp]` as written in the TOML file.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +72,7 @@ pub struct RawInput {
     pub prefetch: u16,
     pub weight: u32,
     pub consumers: u16,
+    pub read_interval: String,
 }
 
 impl Default for RawInput {
@@ -77,6 +82,7 @@ impl Default for RawInput {
             prefetch: 16,
             weight: 1,
             consumers: 1,
+            read_interval: "1ms".into(),
         }
     }
 }
@@ -216,11 +222,20 @@ fn inputs(raw: Vec<RawInput>, p: &mut Vec<String>) -> Vec<InputQueue> {
                 r.name
             ));
         }
+        let read_interval = duration("amqp.inputs.read_interval", &r.read_interval, p);
+        if read_interval > MAX_READ_INTERVAL {
+            p.push(format!(
+                "amqp.inputs {:?}: read_interval must be at most {}",
+                r.name,
+                humantime::format_duration(MAX_READ_INTERVAL)
+            ));
+        }
         out.push(InputQueue {
             name: r.name,
             prefetch: r.prefetch,
             weight: r.weight,
             consumers: r.consumers,
+            read_interval,
         });
     }
     out
@@ -299,6 +314,7 @@ impl Default for AmqpConfig {
                 prefetch: 16,
                 weight: 1,
                 consumers: 1,
+                read_interval: DEFAULT_READ_INTERVAL,
             }],
             retry: RetryConfig {
                 exchange: retry.exchange,
@@ -359,6 +375,7 @@ mod tests {
             name = "tx"
             prefetch = 4
             weight = 3
+            read_interval = "0ms"
             [[inputs]]
             name = "bulk"
             [retry]
@@ -370,6 +387,8 @@ mod tests {
         assert_eq!(c.queue_type, QueueType::Quorum);
         assert_eq!(c.inputs[0].weight, 3);
         assert_eq!(c.inputs[1].prefetch, 16);
+        assert_eq!(c.inputs[0].read_interval, Duration::ZERO);
+        assert_eq!(c.inputs[1].read_interval, DEFAULT_READ_INTERVAL);
         assert_eq!(
             c.retry.delays,
             vec![Duration::from_millis(200), Duration::from_secs(30)]
@@ -393,5 +412,28 @@ mod tests {
         .unwrap();
         let problems = raw.into_typed().unwrap_err();
         assert!(problems.len() >= 5, "{problems:?}");
+    }
+
+    #[test]
+    fn read_interval_is_a_short_duration() {
+        let check = |value: &str| {
+            let raw: RawAmqp = toml::from_str(&format!(
+                "[[inputs]]\nname = \"q\"\nread_interval = \"{value}\"\n"
+            ))
+            .unwrap();
+            raw.into_typed().map(|c| c.inputs[0].read_interval)
+        };
+        assert_eq!(check("2ms"), Ok(Duration::from_millis(2)));
+        assert_eq!(check("50ms"), Ok(Duration::from_millis(50)));
+        let too_long = check("51ms").unwrap_err();
+        assert_eq!(
+            too_long,
+            vec!["amqp.inputs \"q\": read_interval must be at most 50ms".to_owned()]
+        );
+        let not_one = check("often").unwrap_err();
+        assert!(
+            not_one[0].starts_with("amqp.inputs.read_interval: \"often\" is not a duration"),
+            "{not_one:?}"
+        );
     }
 }

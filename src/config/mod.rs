@@ -281,6 +281,10 @@ pub struct InputQueue {
     pub weight: u32,
     /// Consumer channels on this queue, each with `prefetch`.
     pub consumers: u16,
+    /// Least time between two reads of a consumer's socket: under load the
+    /// deliveries of that time are read and handled as one batch (fewer
+    /// wake-ups, writes and acks per job). Zero reads as soon as bytes come.
+    pub read_interval: Duration,
 }
 
 /// The retry ladder: delay queues `<queue_prefix><label>` with a per-queue

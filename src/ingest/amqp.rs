@@ -191,6 +191,7 @@ mod tests {
             prefetch: 4,
             weight,
             consumers: 1,
+            read_interval: Duration::ZERO,
         };
         let permits = queue_permits(&[q("tx", 1), q("bulk", 3)], 100);
         let n: Vec<usize> = permits.iter().map(|s| s.available_permits()).collect();

@@ -61,7 +61,8 @@ impl<D: Deliver> Worker<D> {
         // Named like the session's connection: operators (and a forced
         // close by name) see one gateway.
         let open = super::amqp::open_options(&ctx.amqp, &ctx.amqp.connection_name);
-        let consumer = WireConsumer::open(open, &input.name, &tag, input.prefetch).await?;
+        let mut consumer = WireConsumer::open(open, &input.name, &tag, input.prefetch).await?;
+        consumer.set_read_interval(input.read_interval);
         let metrics = &ctx.status.telemetry.metrics;
         let counters = metrics.queue(&input.name);
         let consumer_gauge = metrics.consumer(&input.name);

@@ -24,11 +24,18 @@
 //! Frames that are not hot are parsed and generated with lapin's own
 //! protocol crate, so only the delivery path is hand-written.
 //!
+//! Batching: a consumer with a read interval (`amqp.inputs.read_interval`)
+//! reads its socket at most once per interval while the broker keeps it
+//! busy, so a busy queue's deliveries are handled in batches: fewer
+//! wake-ups, provider writes and acks per job, here and at the provider.
+//! An idle consumer reads the first bytes that come at once.
+//!
 //! Cancel safety: [`WireConsumer::next`] may be dropped at any await (the
 //! worker selects over it). It only reads: bytes land in `rbuf` or not, a
 //! half-assembled delivery stays in `pending`. Every write (acks, heartbeats,
 //! close-ok) goes through `writer` from code that is not cancelled midway.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +49,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::Props;
 #[cfg(test)]
@@ -137,6 +144,14 @@ pub struct WireConsumer {
     /// When the broker last sent a byte (the silence is counted from here,
     /// however often `next` is dropped and called again).
     last_read: Instant,
+    /// The least time between two reads ([`WireConsumer::set_read_interval`]).
+    read_interval: Duration,
+    /// The last read filled the room it had: more is waiting, read it now.
+    read_full: bool,
+    /// The wait for the next read, kept across `next` calls (the worker
+    /// drops and polls `next` again after every finished job): one timer
+    /// reset per read, not one registered per call.
+    pace: Option<Pin<Box<Sleep>>>,
     heartbeats: Option<JoinHandle<()>>,
     pending: Option<Pending>,
     /// The consumer was cancelled (by us or by the broker): no more deliveries.
@@ -191,6 +206,9 @@ impl WireConsumer {
                 frame_max: FRAME_MAX,
                 silence: None,
                 last_read: Instant::now(),
+                read_interval: Duration::ZERO,
+                read_full: false,
+                pace: None,
                 heartbeats: None,
                 pending: None,
                 ended: false,
@@ -376,9 +394,38 @@ impl WireConsumer {
         }
     }
 
+    /// Reads the socket at most once per `interval` while deliveries keep
+    /// coming (zero, the default, reads as soon as bytes arrive). A read
+    /// that fills the buffer's room is followed by another at once, so the
+    /// interval never caps the bytes a second.
+    pub fn set_read_interval(&mut self, interval: Duration) {
+        self.read_interval = interval;
+    }
+
+    /// Waits until `read_interval` after the last read, unless that read
+    /// filled its room (cancel-safe: the deadline is kept, not the wait).
+    async fn pace(&mut self) {
+        if self.read_interval.is_zero() || self.read_full {
+            return;
+        }
+        let due = self.last_read + self.read_interval;
+        if due <= Instant::now() {
+            return;
+        }
+        let sleep = self
+            .pace
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if sleep.deadline() != due {
+            sleep.as_mut().reset(due);
+        }
+        sleep.as_mut().await;
+    }
+
     /// Reads more bytes into `rbuf` (cancel-safe).
     async fn fill(&mut self) -> Result<(), WireError> {
+        self.pace().await;
         self.rbuf.reserve(READ_CHUNK);
+        let room = self.rbuf.capacity() - self.rbuf.len();
         let read = self.reader.read_buf(&mut self.rbuf);
         let n = match self.silence {
             Some(limit) => tokio::time::timeout_at(self.last_read + limit, read)
@@ -387,6 +434,7 @@ impl WireConsumer {
             None => read.await?,
         };
         self.last_read = Instant::now();
+        self.read_full = n == room;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
