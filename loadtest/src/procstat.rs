@@ -105,13 +105,27 @@ pub fn realtime_self() -> std::io::Result<()> {
     }
 }
 
-/// The CPUs `pid` may run on, as `taskset` lists them (e.g. `0-1`).
-pub fn cpu_list(pid: u32) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|l| l.trim().to_string())
+/// The CPUs each thread of `pid` may run on, as `taskset` lists them (e.g.
+/// `0-1`). Threads may differ: RabbitMQ binds each scheduler thread to a
+/// CPU of its own (`+stbt db`).
+pub fn thread_cpu_lists(pid: u32) -> Option<Vec<(u32, String)>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let lists: Vec<(u32, String)> = tasks
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|tid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+            Some((tid, cpus.trim().to_string()))
+        })
+        .collect();
+    (!lists.is_empty()).then_some(lists)
+}
+
+/// Sets the CPUs of one thread (util-linux `taskset -p`).
+pub fn pin_thread(tid: u32, cpus: &str) -> std::io::Result<()> {
+    util_linux("taskset", &["-p", "-c", cpus, &tid.to_string()])
 }
 
 /// Sets the CPUs of every thread of `pid` (util-linux `taskset -a`); the

@@ -276,9 +276,11 @@ async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
 }
 
 /// The broker kept on one CPU and the load test on the others, for the
-/// run (CPUs numbered from 0, as on this machine): restores the broker's
-/// CPUs when dropped.
-struct BrokerPinned(Option<(u32, String)>);
+/// run (CPUs numbered from 0, as on this machine): gives each broker thread
+/// its own CPUs back when dropped (its schedulers are bound one to a CPU;
+/// restoring the process's list to every thread would unbind them until
+/// the broker restarts).
+struct BrokerPinned(Option<Vec<(u32, String)>>);
 
 impl BrokerPinned {
     fn on(cpu: u16, cores: usize, gateway_cpu: Option<u16>) -> anyhow::Result<BrokerPinned> {
@@ -293,7 +295,7 @@ impl BrokerPinned {
         );
         let pid =
             procstat::find_by_name("beam.smp").context("--broker-cpu: no beam.smp process")?;
-        let before = procstat::cpu_list(pid).context("--broker-cpu: the broker's CPUs")?;
+        let before = procstat::thread_cpu_lists(pid).context("--broker-cpu: the broker's CPUs")?;
         let others: Vec<String> = (0..cores)
             .filter(|&c| c != cpu)
             .map(|c| c.to_string())
@@ -301,14 +303,14 @@ impl BrokerPinned {
         procstat::pin_pid(std::process::id(), &others.join(","))
             .context("--broker-cpu: the load test")?;
         procstat::pin_pid(pid, &cpu.to_string()).context("--broker-cpu: the broker")?;
-        Ok(BrokerPinned(Some((pid, before))))
+        Ok(BrokerPinned(Some(before)))
     }
 }
 
 impl Drop for BrokerPinned {
     fn drop(&mut self) {
-        if let Some((pid, before)) = &self.0 {
-            let _ = procstat::pin_pid(*pid, before);
+        for (tid, cpus) in self.0.iter().flatten() {
+            let _ = procstat::pin_thread(*tid, cpus);
         }
     }
 }
