@@ -83,6 +83,16 @@ fn cores(u: &Option<Usage>) -> String {
     u.map_or("n/a".into(), |u| format!("{:.2} cores", u.cores))
 }
 
+/// ` (20.7 µs a notification)`: CPU per notification at `rate`, the figure
+/// to compare between runs at different speeds (empty without a rate).
+fn per_notification(cores: f64, rate: f64) -> String {
+    if rate > 0.0 {
+        format!(" ({:.1} µs a notification)", cores * 1e6 / rate)
+    } else {
+        String::new()
+    }
+}
+
 /// The rate `cores` would carry if the gateway cost nothing and the other
 /// processes' CPU per notification stayed what it was at `rate`: what a
 /// run on shared cores can show at best (`None` without all of them).
@@ -162,7 +172,10 @@ impl RunReport {
             ),
         ];
         if let Some(u) = g.gateway {
-            rows.push(("gateway CPU".into(), format!("{:.2} cores", u.cores)));
+            rows.push((
+                "gateway CPU".into(),
+                format!("{:.2} cores{}", u.cores, per_notification(u.cores, g.rate)),
+            ));
             rows.push((
                 "gateway RSS peak / at the end".into(),
                 format!("{} / {}", mb(u.rss_peak), mb(u.rss_last)),
@@ -178,9 +191,12 @@ impl RunReport {
         rows.push((
             "broker / simulator / loadtest CPU".into(),
             format!(
-                "{} / {} / {}",
+                "{} / {}{} / {}",
                 cores(&g.broker),
                 cores(&g.sim),
+                g.sim
+                    .map(|u| per_notification(u.cores, g.rate))
+                    .unwrap_or_default(),
                 cores(&g.loadtest)
             ),
         ));
@@ -519,5 +535,11 @@ mod tests {
         assert!((b - 27_272.7).abs() < 1.0, "{b}");
         assert_eq!(machine_bound(2, 15_000.0, &[u(0.6), None, u(0.1)]), None);
         assert_eq!(machine_bound(2, 0.0, &[u(0.6), u(0.4), u(0.1)]), None);
+    }
+
+    #[test]
+    fn cpu_per_notification_is_cores_over_the_rate() {
+        assert_eq!(per_notification(0.24, 6_030.0), " (39.8 µs a notification)");
+        assert_eq!(per_notification(0.5, 0.0), "");
     }
 }
