@@ -108,7 +108,7 @@ pub struct Common {
     #[arg(long, default_value_t = 4000)]
     pub max_in_flight: usize,
     /// The input queue's `read_interval` (`0ms` reads as soon as bytes
-    /// come); default: the gateway's own (1 ms).
+    /// come); default: the gateway's own.
     #[arg(long)]
     pub read_interval: Option<String>,
     /// The gateway's APNs rate for the app (`[throttle.apns] rate_per_second`);

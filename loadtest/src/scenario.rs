@@ -164,7 +164,10 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
             "gateway: {} APNs connections, prefetch {}, read interval {}, max_in_flight {}, app rate {}, device bucket {}, runtime threads {}, simulator threads {}, results {}; mix {:?}, invalid share {}{}; scheduling: {}",
             c.connections,
             c.prefetch,
-            c.read_interval.as_deref().unwrap_or("1ms (default)"),
+            c.read_interval.clone().unwrap_or_else(|| format!(
+                "{} (default)",
+                humantime::format_duration(pushgate::config::amqp::DEFAULT_READ_INTERVAL)
+            )),
             c.max_in_flight,
             if c.app_rate == 0 { "unlimited".to_string() } else { format!("{}/s", c.app_rate) },
             if c.device_per_minute == 0 { "off".to_string() } else { format!("{}/min", c.device_per_minute) },
