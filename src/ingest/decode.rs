@@ -115,7 +115,10 @@ pub fn decode(
         },
     };
     let mut job = job;
-    job.id = Some(job_id.clone());
+    // Usually the body's own id: then it is already in place.
+    if job.id.as_deref() != Some(job_id.as_str()) {
+        job.id = Some(job_id.clone());
+    }
     // A retry keeps the original expiry: its `ttl` becomes the time left,
     // so that apns-expiration and FCM's ttl do not move out with each try.
     if let (Some(_), Some(e), Some(_)) = (job.ttl, expires, h.expires_ms) {

@@ -78,7 +78,7 @@ pub(crate) fn now_secs() -> i64 {
 
 /// A random version-4 UUID in canonical lower-case form (the provider's
 /// notification id generator: one digit at a time into one buffer).
-pub(crate) fn uuid_v4() -> String {
+pub(crate) fn uuid_v4() -> crate::provider::NotificationId {
     crate::provider::new_notification_id()
 }
 

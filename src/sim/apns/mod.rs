@@ -169,11 +169,12 @@ impl Handler for ApnsSim {
     }
 
     async fn handle(self: Arc<Self>, req: SimRequest, conn: Arc<ConnCtx<ConnAuth>>) -> SimReply {
-        let apns_id = req
-            .headers
-            .get(&APNS_ID)
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(uuid_v4, str::to_owned);
+        // The request's own value, shared rather than copied (a header
+        // value is a slice of the decoded block); a fresh id when none came.
+        let apns_id = match req.headers.get(&APNS_ID) {
+            Some(v) if v.to_str().is_ok() => Some(v.clone()),
+            _ => unique_value(&uuid_v4()),
+        };
         // Latency applies in accept-all (benchmark) mode too: the load test
         // measures the gateway against a slow provider with it.
         self.opts.latency.wait().await;
@@ -279,9 +280,10 @@ impl ApnsSim {
         Ok(())
     }
 
-    fn reply(&self, apns_id: String, outcome: Result<(), ApnsReason>) -> SimReply {
+    fn reply(&self, apns_id: Option<HeaderValue>, outcome: Result<(), ApnsReason>) -> SimReply {
         let mut headers = Vec::with_capacity(3);
-        if let Some(v) = unique_value(&apns_id) {
+        if let Some(mut v) = apns_id {
+            v.set_sensitive(true);
             headers.push((APNS_ID, v));
         }
         match outcome {
