@@ -455,7 +455,8 @@ pub struct NotificationId([u8; 36]);
 
 impl NotificationId {
     pub fn as_str(&self) -> &str {
-        // Only ASCII hex digits and dashes are ever written (`new`).
+        // Only ASCII hex digits and dashes are ever written
+        // ([`new_notification_id`]), so this never falls back.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
