@@ -282,8 +282,19 @@ async fn http2_baselines(args: &RunArgs, addr: SocketAddr) -> Vec<PeerResult> {
 /// run (CPUs numbered from 0, as on this machine): gives each broker thread
 /// its own CPUs back when dropped (its schedulers are bound one to a CPU;
 /// restoring the process's list to every thread would unbind them until
-/// the broker restarts).
-struct BrokerPinned(Option<Vec<(u32, String)>>);
+/// the broker restarts), and the load test its own CPUs: without that, a
+/// suite ran every scenario after its `--broker-cpu` one on a single CPU,
+/// with the gateway, the simulator and h2load it starts (docs/benchmarks.md,
+/// round 15).
+struct BrokerPinned(Option<Pinned>);
+
+/// What [`BrokerPinned`] gives back.
+struct Pinned {
+    /// Each broker thread's CPUs.
+    broker: Vec<(u32, String)>,
+    /// The load test's CPUs (its main thread's: every thread started with it).
+    own: String,
+}
 
 impl BrokerPinned {
     fn on(cpu: u16, cores: usize, gateway_cpu: Option<u16>) -> anyhow::Result<BrokerPinned> {
@@ -299,22 +310,33 @@ impl BrokerPinned {
         let pid =
             procstat::find_by_name("beam.smp").context("--broker-cpu: no beam.smp process")?;
         let before = procstat::thread_cpu_lists(pid).context("--broker-cpu: the broker's CPUs")?;
+        let me = std::process::id();
+        let own = procstat::thread_cpu_lists(me)
+            .and_then(|threads| threads.into_iter().find(|(tid, _)| *tid == me))
+            .map(|(_, cpus)| cpus)
+            .context("--broker-cpu: the load test's CPUs")?;
         let others: Vec<String> = (0..cores)
             .filter(|&c| c != cpu)
             .map(|c| c.to_string())
             .collect();
-        procstat::pin_pid(std::process::id(), &others.join(","))
-            .context("--broker-cpu: the load test")?;
+        // Held from here, so that a failure below still gives the CPUs back.
+        let pinned = BrokerPinned(Some(Pinned {
+            broker: before,
+            own,
+        }));
+        procstat::pin_pid(me, &others.join(",")).context("--broker-cpu: the load test")?;
         procstat::pin_pid(pid, &cpu.to_string()).context("--broker-cpu: the broker")?;
-        Ok(BrokerPinned(Some(before)))
+        Ok(pinned)
     }
 }
 
 impl Drop for BrokerPinned {
     fn drop(&mut self) {
-        for (tid, cpus) in self.0.iter().flatten() {
+        let Some(p) = &self.0 else { return };
+        for (tid, cpus) in &p.broker {
             let _ = procstat::pin_thread(*tid, cpus);
         }
+        let _ = procstat::pin_pid(std::process::id(), &p.own);
     }
 }
 
@@ -334,6 +356,56 @@ impl Drop for BrokerRealtime {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
             let _ = procstat::realtime_pid(pid, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn main_thread_cpus() -> String {
+        let me = std::process::id();
+        procstat::thread_cpu_lists(me)
+            .and_then(|t| t.into_iter().find(|(tid, _)| *tid == me))
+            .map(|(_, cpus)| cpus)
+            .expect("the test's own CPUs")
+    }
+
+    /// Needs RabbitMQ running (the test script starts it) and root (taskset
+    /// on the broker), as `--broker-cpu` itself does.
+    #[test]
+    fn broker_pin_gives_the_broker_and_the_load_test_their_cpus_back() {
+        let (_, cores) = procstat::machine();
+        if cores < 2 {
+            assert!(
+                BrokerPinned::on(0, cores, None).is_err(),
+                "one CPU: refused"
+            );
+            return;
+        }
+        let broker = procstat::find_by_name("beam.smp").expect("RabbitMQ is running");
+        let own_before = main_thread_cpus();
+        let broker_before = procstat::thread_cpu_lists(broker).expect("the broker's CPUs");
+        {
+            let _pinned = BrokerPinned::on(0, cores, None).expect("pinned");
+            assert!(
+                !main_thread_cpus().split([',', '-']).any(|c| c == "0"),
+                "the load test leaves CPU 0 to the broker"
+            );
+            let now = procstat::thread_cpu_lists(broker).expect("the broker's CPUs");
+            assert!(now.iter().all(|(_, cpus)| cpus == "0"), "{now:?}");
+        }
+        assert_eq!(
+            main_thread_cpus(),
+            own_before,
+            "the load test's CPUs come back"
+        );
+        let after = procstat::thread_cpu_lists(broker).expect("the broker's CPUs");
+        for (tid, cpus) in &after {
+            if let Some((_, was)) = broker_before.iter().find(|(t, _)| t == tid) {
+                assert_eq!(cpus, was, "broker thread {tid}");
+            }
         }
     }
 }
