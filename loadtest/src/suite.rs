@@ -127,7 +127,8 @@ fn single(c: &Common, k: f64) -> Vec<RunArgs> {
 }
 
 fn fanout(c: &Common, k: f64) -> Vec<RunArgs> {
-    let mut r = base(&one_thread_sim(c), 400.0 * k, 500);
+    // 500,000 notifications: at 170,000/s, still the 2 s a rate needs.
+    let mut r = base(&one_thread_sim(c), 1000.0 * k, 500);
     r.baselines = vec![Baseline::H2load, Baseline::NodeApn, Baseline::Aioapns];
     r.h2load_requests = (300_000.0 * k).round() as u64;
     r.peer_requests = (100_000.0 * k).round() as u64;
