@@ -123,6 +123,14 @@ pub fn thread_cpu_lists(pid: u32) -> Option<Vec<(u32, String)>> {
     (!lists.is_empty()).then_some(lists)
 }
 
+/// The CPUs of `pid`'s main thread, which the threads it starts inherit.
+pub fn process_cpu_list(pid: u32) -> Option<String> {
+    thread_cpu_lists(pid)?
+        .into_iter()
+        .find(|(tid, _)| *tid == pid)
+        .map(|(_, cpus)| cpus)
+}
+
 /// Sets the CPUs of one thread (util-linux `taskset -p`).
 pub fn pin_thread(tid: u32, cpus: &str) -> std::io::Result<()> {
     util_linux("taskset", &["-p", "-c", cpus, &tid.to_string()])

@@ -311,10 +311,7 @@ impl BrokerPinned {
             procstat::find_by_name("beam.smp").context("--broker-cpu: no beam.smp process")?;
         let before = procstat::thread_cpu_lists(pid).context("--broker-cpu: the broker's CPUs")?;
         let me = std::process::id();
-        let own = procstat::thread_cpu_lists(me)
-            .and_then(|threads| threads.into_iter().find(|(tid, _)| *tid == me))
-            .map(|(_, cpus)| cpus)
-            .context("--broker-cpu: the load test's CPUs")?;
+        let own = procstat::process_cpu_list(me).context("--broker-cpu: the load test's CPUs")?;
         let others: Vec<String> = (0..cores)
             .filter(|&c| c != cpu)
             .map(|c| c.to_string())
@@ -365,11 +362,7 @@ mod tests {
     use super::*;
 
     fn main_thread_cpus() -> String {
-        let me = std::process::id();
-        procstat::thread_cpu_lists(me)
-            .and_then(|t| t.into_iter().find(|(tid, _)| *tid == me))
-            .map(|(_, cpus)| cpus)
-            .expect("the test's own CPUs")
+        procstat::process_cpu_list(std::process::id()).expect("the test's own CPUs")
     }
 
     /// Needs RabbitMQ running (the test script starts it) and root (taskset
