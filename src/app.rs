@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
-use crate::dispatch::{Deliver, Dispatcher};
+use crate::dispatch::{Deliver, Dispatcher, Shards};
 use crate::ingest::amqp::{queue_permits, session, Base};
 use crate::ingest::retry::RetryPolicy;
 use crate::job::Platform;
@@ -72,6 +72,19 @@ impl Status {
     }
 }
 
+/// Who delivers the notifications: one deliverer on the daemon's runtime,
+/// or dispatch shards (threads of their own, each with its deliverer).
+pub enum Deliverers<D> {
+    Here(Arc<D>),
+    Sharded(Arc<Shards<D>>),
+}
+
+impl<D> From<Arc<D>> for Deliverers<D> {
+    fn from(d: Arc<D>) -> Deliverers<D> {
+        Deliverers::Here(d)
+    }
+}
+
 /// A future that resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -106,7 +119,7 @@ pub async fn shutdown_signal() {
 /// policy is built from `config` and reports to `status`'s metrics.
 pub async fn run<D: Deliver>(
     config: Config,
-    deliver: Arc<D>,
+    deliver: impl Into<Deliverers<D>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     status: Arc<Status>,
 ) -> anyhow::Result<()> {
@@ -119,7 +132,7 @@ pub async fn run<D: Deliver>(
 /// a metrics observer), who can read its state meanwhile.
 pub async fn run_with<D: Deliver>(
     config: Config,
-    deliver: Arc<D>,
+    deliver: impl Into<Deliverers<D>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     status: Arc<Status>,
     policy: Arc<Policy>,
@@ -132,8 +145,18 @@ pub async fn run_with<D: Deliver>(
     let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight);
     init_app_metrics(&config.apps, &status.telemetry);
     let events = EventSink::new(config.apps.keys().cloned(), Arc::clone(&status.telemetry));
-    let dispatcher = Dispatcher::new(deliver, Arc::clone(&retry))
-        .with_policy(Arc::clone(&policy), Shutdown::new(rx.clone()));
+    let dispatcher = match deliver.into() {
+        Deliverers::Here(d) => Dispatcher::new(d, Arc::clone(&retry)),
+        Deliverers::Sharded(shards) => {
+            let first = shards
+                .delivers()
+                .next()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no dispatch shards"))?;
+            Dispatcher::new(first, Arc::clone(&retry)).with_shards(shards)
+        }
+    }
+    .with_policy(Arc::clone(&policy), Shutdown::new(rx.clone()));
     let base = Base {
         events: Some(events),
         dispatcher,

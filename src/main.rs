@@ -100,7 +100,17 @@ fn main() -> ExitCode {
             .ok()
             .map(std::num::NonZeroUsize::get)
     });
+    // `run` on more than one thread: deliveries run on that many dispatch
+    // shards, each a thread with a current-thread runtime and connections
+    // of its own, and the broker side on this thread (src/dispatch/shards.rs:
+    // a fan-out notification cost 10.5 µs of CPU on a two-thread runtime,
+    // where each shard spends about 8.5 µs; docs/benchmarks.md round 16).
+    let shards = match (&cli.command, threads) {
+        (Command::Run(_), Some(n)) if n > 1 => n,
+        _ => 1,
+    };
     let mut builder = match threads {
+        _ if shards > 1 => tokio::runtime::Builder::new_current_thread(),
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -118,7 +128,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => cmd::run::run(args).await,
+            Command::Run(args) => cmd::run::run(args, shards).await,
             Command::CheckConfig(args) => cmd::check_config::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,

@@ -95,9 +95,11 @@ fn job(j: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// `--threads 2`: deliveries on two dispatch shards (src/dispatch/shards.rs),
+/// the broker side on the main thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_leaves_every_job_acked_with_results_or_requeued() {
-    sigterm_mid_run(&[]).await;
+    sigterm_mid_run(&["--threads", "2"]).await;
 }
 
 /// The same on one thread: `--threads 1` runs the daemon on tokio's

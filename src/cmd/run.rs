@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::app::{self, Status};
+use crate::app::{self, Deliverers, Status};
 use crate::config::Config;
 use crate::dispatch::gateway::Gateway;
-use crate::dispatch::Deliver;
+use crate::dispatch::{Deliver, Shards};
 use crate::telemetry::admin::{AdminServer, AdminState};
 use crate::telemetry::{logs, PoolSource, Telemetry};
 
@@ -19,7 +19,9 @@ pub struct Args {
     pub config: PathBuf,
 }
 
-pub async fn run(args: Args) -> ExitCode {
+/// Runs the daemon. `shards` > 1: deliveries run on that many dispatch
+/// threads of their own ([`Shards`]), this runtime keeps the broker side.
+pub async fn run(args: Args, shards: usize) -> ExitCode {
     let config = match crate::config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -35,6 +37,9 @@ pub async fn run(args: Args) -> ExitCode {
         "pushgate starting"
     );
     let telemetry = Arc::new(Telemetry::new(config.admin.max_campaigns));
+    if shards > 1 {
+        return run_sharded(config, telemetry, shards).await;
+    }
     let gateway = match Gateway::new(&config) {
         Ok(g) => Arc::new(g.with_telemetry(Arc::clone(&telemetry))),
         Err(e) => {
@@ -49,12 +54,42 @@ pub async fn run(args: Args) -> ExitCode {
     code
 }
 
+/// [`run`] with `n` dispatch shards, each with its own gateway (its share
+/// of every pool's connections, [`Config::apps_for_shards`]).
+async fn run_sharded(config: Config, telemetry: Arc<Telemetry>, n: usize) -> ExitCode {
+    let mut shard_config = config.clone();
+    shard_config.apps = config.apps_for_shards(n);
+    let started = Shards::start(n, |_| {
+        Gateway::new(&shard_config).map(|g| g.with_telemetry(Arc::clone(&telemetry)))
+    });
+    let shards = match started {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("pushgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(shards = n, "dispatching on threads of their own");
+    let status = Arc::new(Status::new(telemetry));
+    let pools: Arc<dyn PoolSource> = shards.clone();
+    let code = run_with(
+        config,
+        Deliverers::Sharded(Arc::clone(&shards)),
+        status,
+        Some(pools),
+    )
+    .await;
+    shards.on_each(|g| async move { g.shutdown().await }).await;
+    shards.stop().await;
+    code
+}
+
 /// Runs the daemon with `deliver` and the admin server until SIGTERM or
 /// SIGINT; exit 0 after a clean drain. The admin server stops last, so
 /// `/readyz` answers "not ready" during the drain.
 pub async fn run_with<D: Deliver>(
     config: Config,
-    deliver: Arc<D>,
+    deliver: impl Into<Deliverers<D>>,
     status: Arc<Status>,
     pools: Option<Arc<dyn PoolSource>>,
 ) -> ExitCode {

@@ -65,6 +65,34 @@ fn dev_config_loads_every_app() {
 }
 
 #[test]
+fn dispatch_shards_share_each_pools_connections() {
+    let cfg = load_with_env(&config_dir().join("dev.toml"), no_env()).unwrap();
+    let apns = |apps: &BTreeMap<String, Arc<AppConfig>>| {
+        apps["shop"].apns.as_ref().unwrap().connection.connections
+    };
+    assert_eq!(apns(&cfg.apps), 4);
+    assert_eq!(apns(&cfg.apps_for_shards(1)), 4);
+    assert_eq!(apns(&cfg.apps_for_shards(2)), 2);
+    assert_eq!(apns(&cfg.apps_for_shards(3)), 2, "rounded up");
+    assert_eq!(apns(&cfg.apps_for_shards(8)), 1, "at least one");
+    let two = cfg.apps_for_shards(2);
+    let fcm = |apps: &BTreeMap<String, Arc<AppConfig>>| {
+        apps["shop"].fcm.as_ref().unwrap().connection.connections
+    };
+    assert_eq!(fcm(&two), fcm(&cfg.apps).div_ceil(2));
+    let webpush = |apps: &BTreeMap<String, Arc<AppConfig>>| {
+        let w = apps["shop"].webpush.as_ref().unwrap();
+        (w.connection.connections, w.http1_connections)
+    };
+    let (h2, h1) = webpush(&cfg.apps);
+    assert_eq!(webpush(&two), (h2.div_ceil(2), h1.div_ceil(2)));
+    assert_eq!(
+        two.keys().collect::<Vec<_>>(),
+        cfg.apps.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn defaults_apply() {
     let cfg = load_str(TOKEN_APP, &config_dir(), no_env()).unwrap();
     assert_eq!(

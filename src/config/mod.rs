@@ -255,6 +255,34 @@ pub struct Config {
     pub policy: PolicyConfig,
 }
 
+impl Config {
+    /// The apps as one of `n` dispatch shards opens them: each pool's
+    /// `connections` (and Web Push's `http1_connections`) divided among the
+    /// shards, rounded up, at least one each; so the process opens about
+    /// as many connections as configured, whatever its thread count.
+    pub fn apps_for_shards(&self, n: usize) -> BTreeMap<String, Arc<AppConfig>> {
+        let n = n.max(1);
+        let share = |c: &mut usize| *c = c.div_ceil(n).max(1);
+        self.apps
+            .iter()
+            .map(|(name, app)| {
+                let mut app = AppConfig::clone(app);
+                if let Some(a) = &mut app.apns {
+                    share(&mut a.connection.connections);
+                }
+                if let Some(f) = &mut app.fcm {
+                    share(&mut f.connection.connections);
+                }
+                if let Some(w) = &mut app.webpush {
+                    share(&mut w.connection.connections);
+                    share(&mut w.http1_connections);
+                }
+                (name.clone(), Arc::new(app))
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     /// `json`, `pretty` or `auto` (pretty on a terminal, JSON otherwise).

@@ -13,6 +13,7 @@
 //! a delay queue without counting an attempt.
 
 pub mod gateway;
+pub mod shards;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -31,6 +32,8 @@ use crate::policy::{device_key, Delivery, Policy, Verdict};
 use crate::report::{self, EntryContext, ResultEntry};
 use crate::throttle::clock::Shutdown;
 use crate::throttle::{Pass, Ticket};
+
+pub use self::shards::{ShardError, Shards};
 
 /// Most recipients in one job (design.md: a fan-out batch of 1..=1000).
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -113,6 +116,8 @@ pub struct Dispatcher<D> {
     policy: Arc<Policy>,
     /// Throttle waits end when this is set.
     shutdown: Shutdown,
+    /// Where [`Dispatcher::dispatch_job`] runs jobs; `None`: on the caller's runtime.
+    shards: Option<Arc<Shards<D>>>,
 }
 
 impl<D> Clone for Dispatcher<D> {
@@ -122,6 +127,7 @@ impl<D> Clone for Dispatcher<D> {
             retry: Arc::clone(&self.retry),
             policy: Arc::clone(&self.policy),
             shutdown: self.shutdown.clone(),
+            shards: self.shards.clone(),
         }
     }
 }
@@ -134,6 +140,16 @@ impl<D: Deliver> Dispatcher<D> {
             retry,
             policy: Arc::new(Policy::unlimited()),
             shutdown: Shutdown::never(),
+            shards: None,
+        }
+    }
+
+    /// The same dispatcher running each job of [`Dispatcher::dispatch_job`]
+    /// on one of `shards`, with that shard's deliverer.
+    pub fn with_shards(self, shards: Arc<Shards<D>>) -> Dispatcher<D> {
+        Dispatcher {
+            shards: Some(shards),
+            ..self
         }
     }
 
@@ -152,6 +168,33 @@ impl<D: Deliver> Dispatcher<D> {
 
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
+    }
+
+    /// [`Dispatcher::dispatch`] on a dispatch shard when the dispatcher has
+    /// them, else here.
+    pub async fn dispatch_job(&self, run: &JobRun, permits: &Arc<Semaphore>) -> Settled {
+        match &self.shards {
+            Some(shards) => shards.dispatch(self, run, permits).await,
+            None => self.dispatch(run, permits).await,
+        }
+    }
+
+    /// Every recipient deferred to the first delay queue, the attempt not
+    /// counted: what a job gets when its dispatch shard stopped under it.
+    fn stopped(&self, run: &JobRun) -> Settled {
+        let steps = run
+            .job
+            .recipients
+            .iter()
+            .map(|_| {
+                let o = Outcome {
+                    provider_reason: Some("deferred: dispatch stopped".into()),
+                    ..Outcome::default()
+                };
+                Some(self.defer(run, Duration::ZERO, o))
+            })
+            .collect();
+        self.settle(run, steps)
     }
 
     /// Delivers every recipient of `run` (at most `permits` deliveries in

@@ -54,7 +54,7 @@ pub async fn handle<D: Deliver>(
     match decode(&delivery.data, &h, &s.apps, SystemTime::now()) {
         Decoded::Bad(bad) => handle_bad(s, queue, delivery, &h, bad).await,
         Decoded::Run(run) => {
-            let settled = s.dispatcher.dispatch(&run, &queue.permits).await;
+            let settled = s.dispatcher.dispatch_job(&run, &queue.permits).await;
             publish_settled(s, queue, &run, settled).await
         }
     }
