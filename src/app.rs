@@ -142,10 +142,15 @@ pub async fn run_with<D: Deliver>(
     let (tx, rx) = watch::channel(false);
     let amqp = Arc::new(config.amqp);
     let retry = Arc::new(RetryPolicy::new(&amqp.retry));
-    let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight);
     init_app_metrics(&config.apps, &status.telemetry);
     let events = EventSink::new(config.apps.keys().cloned(), Arc::clone(&status.telemetry));
-    let dispatcher = match deliver.into() {
+    let deliver = deliver.into();
+    let shards = match &deliver {
+        Deliverers::Here(_) => 1,
+        Deliverers::Sharded(s) => s.len(),
+    };
+    let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight, shards);
+    let dispatcher = match deliver {
         Deliverers::Here(d) => Dispatcher::new(d, Arc::clone(&retry)),
         Deliverers::Sharded(shards) => {
             let first = shards

@@ -109,6 +109,47 @@ pub fn check_job(job: &Job, apps: &BTreeMap<String, Arc<AppConfig>>) -> Result<(
     Ok(())
 }
 
+/// One input queue's bound on deliveries in flight: one semaphore, or with
+/// dispatch shards one per shard, each with its share. A shard's requests
+/// wait for its own connections' streams; with one semaphore for all, the
+/// permits held by one shard's waiting requests were missing on the other
+/// (fan-out at 50 ms reached 81% of the connections' capacity).
+#[derive(Debug, Clone)]
+pub struct Permits {
+    each: Vec<Arc<Semaphore>>,
+}
+
+impl Permits {
+    /// `n` permits (at least one) split between `shards` (at least one),
+    /// as evenly as whole permits allow, at least one each.
+    pub fn new(n: usize, shards: usize) -> Permits {
+        let shards = shards.max(1);
+        let n = n.max(1);
+        let each = (0..shards)
+            .map(|k| {
+                Arc::new(Semaphore::new(
+                    (n / shards + usize::from(k < n % shards)).max(1),
+                ))
+            })
+            .collect();
+        Permits { each }
+    }
+
+    /// Shard `k`'s semaphore (the only one without shards).
+    pub fn shard(&self, k: usize) -> &Semaphore {
+        &self.each[k % self.each.len()]
+    }
+
+    fn shared(&self, k: usize) -> &Arc<Semaphore> {
+        &self.each[k % self.each.len()]
+    }
+
+    /// Permits free right now, over all shards.
+    pub fn available(&self) -> usize {
+        self.each.iter().map(|s| s.available_permits()).sum()
+    }
+}
+
 /// Fans recipients out to `D` and classifies outcomes.
 pub struct Dispatcher<D> {
     deliver: Arc<D>,
@@ -172,10 +213,11 @@ impl<D: Deliver> Dispatcher<D> {
 
     /// [`Dispatcher::dispatch`] on a dispatch shard when the dispatcher has
     /// them, else here.
-    pub async fn dispatch_job(&self, run: &JobRun, permits: &Arc<Semaphore>) -> Settled {
+    /// `permits`: the job's queue's, split as many ways as there are shards.
+    pub async fn dispatch_job(&self, run: &JobRun, permits: &Permits) -> Settled {
         match &self.shards {
             Some(shards) => shards.dispatch(self, run, permits).await,
-            None => self.dispatch(run, permits).await,
+            None => self.dispatch(run, permits.shard(0)).await,
         }
     }
 

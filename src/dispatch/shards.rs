@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
-use super::{Deliver, Dispatcher, JobRun, Settled};
+use super::{Deliver, Dispatcher, JobRun, Permits, Settled};
 use crate::job::Platform;
 use crate::provider::h2pool::PoolStats;
 use crate::telemetry::PoolSource;
@@ -141,29 +141,31 @@ impl<D: Send + Sync + 'static> Shards<D> {
         }
     }
 
-    /// The shard with the fewest recipients in flight (ties rotate).
-    fn pick(&self) -> &Shard<D> {
+    /// The index of the shard with the fewest recipients in flight (ties rotate).
+    fn pick(&self) -> usize {
         let n = self.shards.len();
         let start = self.next.fetch_add(1, Relaxed) % n;
         (0..n)
-            .map(|k| &self.shards[(start + k) % n])
-            .min_by_key(|s| s.load.load(Relaxed))
-            .unwrap_or(&self.shards[0])
+            .map(|k| (start + k) % n)
+            .min_by_key(|&k| self.shards[k].load.load(Relaxed))
+            .unwrap_or(0)
     }
 }
 
 impl<D: Deliver> Shards<D> {
     /// Dispatches `run` on the least-loaded shard with `base`'s retry
-    /// policy, policy and shutdown flag, and that shard's deliverer.
+    /// policy, policy and shutdown flag, that shard's deliverer and its
+    /// share of `permits`.
     /// Dropping the future cancels the job's deliveries, as it would
     /// without shards.
     pub(super) async fn dispatch(
         &self,
         base: &Dispatcher<D>,
         run: &JobRun,
-        permits: &Arc<Semaphore>,
+        permits: &Permits,
     ) -> Settled {
-        let shard = self.pick();
+        let k = self.pick();
+        let shard = &self.shards[k];
         let local = Dispatcher {
             deliver: Arc::clone(&shard.deliver),
             retry: Arc::clone(&base.retry),
@@ -171,7 +173,7 @@ impl<D: Deliver> Shards<D> {
             shutdown: base.shutdown.clone(),
             shards: None,
         };
-        let (job, permits) = (run.clone(), Arc::clone(permits));
+        let (job, permits) = (run.clone(), Arc::clone(permits.shared(k)));
         let n = run.job.recipients.len();
         shard.load.fetch_add(n, Relaxed);
         let mut task = AbortOnDrop(

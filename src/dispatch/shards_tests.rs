@@ -92,7 +92,7 @@ fn sharded(n: usize) -> (Dispatcher<Recorder>, Arc<Shards<Recorder>>) {
 #[tokio::test]
 async fn each_job_is_delivered_on_one_shard_thread_and_jobs_spread_over_the_shards() {
     let (d, shards) = sharded(2);
-    let permits = Arc::new(Semaphore::new(1000));
+    let permits = Permits::new(1000, 2);
     let tokens: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let runs: Vec<JobRun> = (0..4).map(|j| job(&format!("j{j}"), &tokens)).collect();
@@ -128,9 +128,9 @@ async fn each_job_is_delivered_on_one_shard_thread_and_jobs_spread_over_the_shar
 #[tokio::test]
 async fn a_job_goes_to_the_shard_with_the_fewest_recipients_in_flight() {
     let (d, shards) = sharded(2);
-    let permits = Arc::new(Semaphore::new(1000));
+    let permits = Permits::new(1000, 2);
     let busy = {
-        let (d, permits) = (d.clone(), Arc::clone(&permits));
+        let (d, permits) = (d.clone(), permits.clone());
         let run = job("busy", &["slow"; 10]);
         tokio::spawn(async move { d.dispatch_job(&run, &permits).await })
     };
@@ -170,9 +170,44 @@ async fn a_job_goes_to_the_shard_with_the_fewest_recipients_in_flight() {
 }
 
 #[tokio::test]
+async fn each_shard_has_its_own_share_of_the_queues_permits() {
+    let (d, shards) = sharded(2);
+    // Two each: the busy job holds its shard's two and waits for more.
+    let permits = Permits::new(4, 2);
+    let busy = {
+        let (d, permits) = (d.clone(), permits.clone());
+        let run = job("busy", &["slow"; 6]);
+        tokio::spawn(async move { d.dispatch_job(&run, &permits).await })
+    };
+    while shards
+        .delivers()
+        .map(|r| r.started.load(Relaxed))
+        .sum::<usize>()
+        < 2
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        permits.available(),
+        2,
+        "the busy shard took its two, no more"
+    );
+    let quick = tokio::time::timeout(
+        Duration::from_secs(2),
+        d.dispatch_job(&job("quick", &["t"]), &permits),
+    )
+    .await
+    .expect("the other shard's permits are its own");
+    assert_eq!(quick.entries[0].status, Status::Delivered);
+    busy.abort();
+    shards.stop().await;
+}
+
+#[tokio::test]
 async fn a_panic_on_a_shard_reaches_the_caller() {
     let (d, shards) = sharded(2);
-    let permits = Arc::new(Semaphore::new(10));
+    let permits = Permits::new(10, 2);
     let run = job("j", &["ok", "boom"]);
     let caught = AssertUnwindSafe(d.dispatch_job(&run, &permits))
         .catch_unwind()
@@ -186,7 +221,7 @@ async fn a_panic_on_a_shard_reaches_the_caller() {
 #[tokio::test]
 async fn dropping_the_dispatch_cancels_the_job_on_its_shard() {
     let (d, shards) = sharded(1);
-    let permits = Arc::new(Semaphore::new(10));
+    let permits = Permits::new(10, 2);
     let run = job("j", &["slow", "slow"]);
     let gave_up =
         tokio::time::timeout(Duration::from_millis(100), d.dispatch_job(&run, &permits)).await;
@@ -211,7 +246,7 @@ async fn dropping_the_dispatch_cancels_the_job_on_its_shard() {
 async fn after_stop_every_recipient_is_deferred_not_lost() {
     let (d, shards) = sharded(2);
     shards.stop().await;
-    let permits = Arc::new(Semaphore::new(10));
+    let permits = Permits::new(10, 2);
     let run = job("j", &["a", "b", "c"]);
     let s = d.dispatch_job(&run, &permits).await;
     assert_eq!(s.entries.len(), 3);

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::batch::ResultBatcher;
@@ -24,7 +24,7 @@ use super::worker::Worker;
 use super::{topology, IngestError};
 use crate::app::{stopped, Status};
 use crate::config::{AmqpConfig, AppConfig, InputQueue};
-use crate::dispatch::{Deliver, Dispatcher};
+use crate::dispatch::{Deliver, Dispatcher, Permits};
 use crate::policy::Policy;
 use crate::telemetry::events::EventSink;
 
@@ -41,13 +41,14 @@ pub struct Base<D> {
     pub drain_timeout: Duration,
     pub status: Arc<Status>,
     /// Each input queue with its share of in-flight deliveries.
-    pub queues: Vec<(InputQueue, Arc<Semaphore>)>,
+    pub queues: Vec<(InputQueue, Permits)>,
     /// The delivery policy; its stop registry is fed by the control stream.
     pub policy: Arc<Policy>,
 }
 
-/// Splits `max_in_flight` between the input queues by weight (at least 1 each).
-pub fn queue_permits(inputs: &[InputQueue], max_in_flight: usize) -> Vec<Arc<Semaphore>> {
+/// Splits `max_in_flight` between the input queues by weight (at least 1
+/// each), each queue's share split again between `shards` dispatch shards.
+pub fn queue_permits(inputs: &[InputQueue], max_in_flight: usize, shards: usize) -> Vec<Permits> {
     let total: u64 = inputs
         .iter()
         .map(|q| u64::from(q.weight))
@@ -57,7 +58,7 @@ pub fn queue_permits(inputs: &[InputQueue], max_in_flight: usize) -> Vec<Arc<Sem
         .iter()
         .map(|q| {
             let share = (max_in_flight as u64).saturating_mul(u64::from(q.weight)) / total;
-            Arc::new(Semaphore::new(usize::try_from(share).unwrap_or(1).max(1)))
+            Permits::new(usize::try_from(share).unwrap_or(1), shards)
         })
         .collect()
 }
@@ -193,10 +194,15 @@ mod tests {
             consumers: 1,
             read_interval: Duration::ZERO,
         };
-        let permits = queue_permits(&[q("tx", 1), q("bulk", 3)], 100);
-        let n: Vec<usize> = permits.iter().map(|s| s.available_permits()).collect();
+        let permits = queue_permits(&[q("tx", 1), q("bulk", 3)], 100, 1);
+        let n: Vec<usize> = permits.iter().map(Permits::available).collect();
         assert_eq!(n, vec![25, 75]);
-        let permits = queue_permits(&[q("tx", 1), q("bulk", 1000)], 10);
-        assert_eq!(permits[0].available_permits(), 1, "never starved to zero");
+        let permits = queue_permits(&[q("tx", 1), q("bulk", 1000)], 10, 1);
+        assert_eq!(permits[0].available(), 1, "never starved to zero");
+        let permits = queue_permits(&[q("tx", 1), q("bulk", 3)], 101, 2);
+        let bulk = &permits[1];
+        assert_eq!(bulk.available(), 75);
+        let split = [bulk.shard(0), bulk.shard(1)].map(|s| s.available_permits());
+        assert_eq!(split, [38, 37], "each shard its share of the queue's");
     }
 }

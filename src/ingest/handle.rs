@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
-use tokio::sync::Semaphore;
 
 use super::acks::Disposition;
 use super::batch::ResultBatcher;
@@ -17,7 +16,7 @@ use super::decode::{decode, headers, BadJob, Decoded, JobHeaders};
 use super::IngestError;
 use crate::app::Status;
 use crate::config::{AmqpConfig, AppConfig};
-use crate::dispatch::{Deliver, Dispatcher, JobRun, Settled};
+use crate::dispatch::{Deliver, Dispatcher, JobRun, Permits, Settled};
 use crate::job::Job;
 use crate::outcome::Status as EntryStatus;
 use crate::report::{self, EntryContext, ResultEntry, TokenEntry};
@@ -39,7 +38,7 @@ pub struct SessionCtx<D> {
 /// The input queue a delivery came from, and its share of in-flight deliveries.
 pub struct QueueCtx {
     pub name: String,
-    pub permits: Arc<Semaphore>,
+    pub permits: Permits,
 }
 
 const DETAIL_MAX: usize = 512;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
@@ -17,7 +17,7 @@ use super::handle::{handle_guarded, QueueCtx, SessionCtx};
 use super::IngestError;
 use crate::app::stopped;
 use crate::config::InputQueue;
-use crate::dispatch::Deliver;
+use crate::dispatch::{Deliver, Permits};
 use crate::policy::keys::FxBuild;
 use crate::telemetry::metrics::{ConsumerGauge, QueueCounters};
 
@@ -55,7 +55,7 @@ impl<D: Deliver> Worker<D> {
         ctx: Arc<SessionCtx<D>>,
         input: &InputQueue,
         n: u16,
-        permits: &Arc<Semaphore>,
+        permits: &Permits,
     ) -> Result<Worker<D>, IngestError> {
         let tag = format!("pushgate-{}-{n}-{:08x}", input.name, fastrand::u32(..));
         // Named like the session's connection: operators (and a forced
@@ -72,7 +72,7 @@ impl<D: Deliver> Worker<D> {
             ctx,
             queue: Arc::new(QueueCtx {
                 name: input.name.clone(),
-                permits: Arc::clone(permits),
+                permits: permits.clone(),
             }),
             consumer,
             tag,
