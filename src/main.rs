@@ -45,12 +45,14 @@ fn no_transparent_huge_pages() {}
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Worker threads of the async runtime (default: one per CPU the process
-    /// may use). 1 (also the default where the process may use one CPU)
-    /// runs everything on one thread with tokio's current-thread scheduler,
-    /// which batches a burst of single-recipient jobs into fewer writes: on
-    /// a machine whose cores are shared with the broker, the faster choice
-    /// for such jobs (see docs/benchmarks.md).
+    /// Threads (default: one per CPU the process may use). 1 (also the
+    /// default where the process may use one CPU) runs everything on one
+    /// thread with tokio's current-thread scheduler, which batches a burst of
+    /// single-recipient jobs into fewer writes: on a machine whose cores are
+    /// shared with the broker, the faster choice for such jobs. For `run`,
+    /// N above 1 delivers on N dispatch shards (threads with connections of
+    /// their own; each job on one), the broker side on the main thread;
+    /// other commands run N runtime workers (see docs/operations.md).
     #[arg(long, global = true, env = "PUSHGATE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 }
