@@ -89,6 +89,29 @@ fn sharded(n: usize) -> (Dispatcher<Recorder>, Arc<Shards<Recorder>>) {
     (d, shards)
 }
 
+/// Starts a job "busy" of `slow` 10-second recipients; returns once
+/// `started` of them are being delivered.
+async fn start_busy(
+    d: &Dispatcher<Recorder>,
+    shards: &Shards<Recorder>,
+    permits: &Permits,
+    slow: usize,
+    started: usize,
+) -> tokio::task::JoinHandle<Settled> {
+    let (d, permits) = (d.clone(), permits.clone());
+    let run = job("busy", &vec!["slow"; slow]);
+    let busy = tokio::spawn(async move { d.dispatch_job(&run, &permits).await });
+    while shards
+        .delivers()
+        .map(|r| r.started.load(Relaxed))
+        .sum::<usize>()
+        < started
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    busy
+}
+
 #[tokio::test]
 async fn each_job_is_delivered_on_one_shard_thread_and_jobs_spread_over_the_shards() {
     let (d, shards) = sharded(2);
@@ -129,19 +152,7 @@ async fn each_job_is_delivered_on_one_shard_thread_and_jobs_spread_over_the_shar
 async fn a_job_goes_to_the_shard_with_the_fewest_recipients_in_flight() {
     let (d, shards) = sharded(2);
     let permits = Permits::new(1000, 2);
-    let busy = {
-        let (d, permits) = (d.clone(), permits.clone());
-        let run = job("busy", &["slow"; 10]);
-        tokio::spawn(async move { d.dispatch_job(&run, &permits).await })
-    };
-    while shards
-        .delivers()
-        .map(|r| r.started.load(Relaxed))
-        .sum::<usize>()
-        < 10
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let busy = start_busy(&d, &shards, &permits, 10, 10).await;
     // Rotation alone would put the second of these on the busy shard.
     for id in ["a", "b"] {
         let s = d.dispatch_job(&job(id, &["t"]), &permits).await;
@@ -174,19 +185,7 @@ async fn each_shard_has_its_own_share_of_the_queues_permits() {
     let (d, shards) = sharded(2);
     // Two each: the busy job holds its shard's two and waits for more.
     let permits = Permits::new(4, 2);
-    let busy = {
-        let (d, permits) = (d.clone(), permits.clone());
-        let run = job("busy", &["slow"; 6]);
-        tokio::spawn(async move { d.dispatch_job(&run, &permits).await })
-    };
-    while shards
-        .delivers()
-        .map(|r| r.started.load(Relaxed))
-        .sum::<usize>()
-        < 2
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let busy = start_busy(&d, &shards, &permits, 6, 2).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         permits.available(),
