@@ -136,11 +136,7 @@ impl Permits {
     }
 
     /// Shard `k`'s semaphore (the only one without shards).
-    pub fn shard(&self, k: usize) -> &Semaphore {
-        &self.each[k % self.each.len()]
-    }
-
-    fn shared(&self, k: usize) -> &Arc<Semaphore> {
+    pub fn shard(&self, k: usize) -> &Arc<Semaphore> {
         &self.each[k % self.each.len()]
     }
 
@@ -212,8 +208,8 @@ impl<D: Deliver> Dispatcher<D> {
     }
 
     /// [`Dispatcher::dispatch`] on a dispatch shard when the dispatcher has
-    /// them, else here.
-    /// `permits`: the job's queue's, split as many ways as there are shards.
+    /// them, else here; `permits` are the job's queue's (split as many ways
+    /// as there are shards).
     pub async fn dispatch_job(&self, run: &JobRun, permits: &Permits) -> Settled {
         match &self.shards {
             Some(shards) => shards.dispatch(self, run, permits).await,

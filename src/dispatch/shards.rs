@@ -11,8 +11,9 @@
 //! and everything per recipient stays on the shard.
 //!
 //! The broker side (consuming, decoding, publishing results, acks) stays
-//! on the caller's runtime; the policy, throttles, metrics and in-flight
-//! permits are shared by all shards.
+//! on the caller's runtime; the policy, throttles and metrics are shared by
+//! all shards, and each has its own share of every queue's in-flight
+//! permits ([`Permits`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -173,7 +174,7 @@ impl<D: Deliver> Shards<D> {
             shutdown: base.shutdown.clone(),
             shards: None,
         };
-        let (job, permits) = (run.clone(), Arc::clone(permits.shared(k)));
+        let (job, permits) = (run.clone(), Arc::clone(permits.shard(k)));
         let n = run.job.recipients.len();
         shard.load.fetch_add(n, Relaxed);
         let mut task = AbortOnDrop(
