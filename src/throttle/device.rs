@@ -1,18 +1,23 @@
-//! Per-device-token buckets, keyed by a 64-bit hash of the token (16 bytes
-//! a key in [`Table`], at most 7/8 full), sharded to keep lock contention
-//! low; idle keys (bucket full again) are reclaimed. Devices APNs answered
-//! 429 TooManyRequests are held (left alone) for a while.
+//! Per-device-token buckets, keyed by a 64-bit hash of the token (about
+//! 30 bytes per key), sharded to keep lock contention low; idle keys are
+//! reclaimed with governor's `retain_recent` + `shrink_to_fit`. Devices
+//! APNs answered 429 TooManyRequests are held (left alone) for a while.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
 
 use super::clock::NanoClock;
-use super::table::Table;
 use crate::config::policy::DeviceThrottle;
-use crate::policy::keys::KeyMap;
+use crate::policy::keys::{FxBuild, KeyMap};
+
+type Keyed<C> = RateLimiter<u64, HashMapStateStore<u64, FxBuild>, C, NoOpMiddleware<Nanos>>;
 
 const SHARDS: usize = 16;
 /// Most devices held at once after a 429 (beyond, new holds are skipped).
@@ -33,12 +38,7 @@ pub enum DeviceTurn {
 }
 
 pub struct Devices<C: NanoClock> {
-    shards: Vec<Mutex<Table>>,
-    /// The bucket's period and tolerance (governor's GCRA `t` and `tau`), in ns.
-    t: u64,
-    tau: u64,
-    /// The clock's reading when the buckets were made (their time 0).
-    start: Nanos,
+    shards: Vec<Keyed<C>>,
     holds: Mutex<KeyMap<u64>>,
     /// `holds.len()`, readable without the lock: almost always 0, and then
     /// a lookup skips the lock.
@@ -56,14 +56,15 @@ impl<C: NanoClock> Devices<C> {
             return None;
         }
         let period = Duration::from_secs(60) / cfg.per_minute;
-        let t = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let tau = t.saturating_mul(u64::from(cfg.burst.max(1) - 1));
-        let shards = (0..SHARDS).map(|_| Mutex::new(Table::default())).collect();
+        let burst = NonZeroU32::new(cfg.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let q = Quota::with_period(period)?.allow_burst(burst);
+        let shards = (0..SHARDS)
+            .map(|_| {
+                RateLimiter::hashmap_with_clock_and_hasher(q, clock.clone(), FxBuild::default())
+            })
+            .collect();
         Some(Devices {
             shards,
-            t,
-            tau,
-            start: clock.now(),
             holds: Mutex::new(KeyMap::default()),
             held: AtomicUsize::new(0),
             clock,
@@ -73,15 +74,8 @@ impl<C: NanoClock> Devices<C> {
         })
     }
 
-    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, Table> {
-        self.shards[(key >> 60) as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Nanoseconds since the buckets were made.
-    fn elapsed(&self) -> u64 {
-        self.clock.now().saturating_sub(self.start).as_u64()
+    fn shard(&self, key: u64) -> &Keyed<C> {
+        &self.shards[(key >> 60) as usize % SHARDS]
     }
 
     /// Asks the bucket of device `key` for a cell.
@@ -94,12 +88,10 @@ impl<C: NanoClock> Devices<C> {
         if let Some(left) = self.held_for(key) {
             return DeviceTurn::Defer(left);
         }
-        let now = self.elapsed();
-        let taken = self.shard(key).take(key, now, self.t, self.tau);
-        match taken {
-            Ok(()) => DeviceTurn::Now,
-            Err(earliest) => {
-                let wait = Duration::from_nanos(earliest.saturating_sub(now));
+        match self.shard(key).check_key(&key) {
+            Ok(_) => DeviceTurn::Now,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
                 if wait > self.max_wait {
                     DeviceTurn::Defer(wait)
                 } else {
@@ -137,11 +129,12 @@ impl<C: NanoClock> Devices<C> {
     /// bucket's refill), and shrinking then would only regrow it at once,
     /// rehashing every key (a campaign of distinct tokens saw that cost).
     pub fn reclaim(&self) -> usize {
-        let elapsed = self.elapsed();
         for s in &self.shards {
-            s.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain_recent(elapsed);
+            let before = s.len();
+            s.retain_recent();
+            if s.len() < before / 4 {
+                s.shrink_to_fit();
+            }
         }
         let now = self.clock.now().as_u64();
         let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
@@ -154,10 +147,7 @@ impl<C: NanoClock> Devices<C> {
 
     /// Device keys tracked now.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(RateLimiter::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

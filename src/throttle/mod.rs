@@ -12,7 +12,6 @@ pub mod bucket;
 pub mod campaign;
 pub mod clock;
 pub mod device;
-pub mod table;
 
 use std::sync::Arc;
 use std::time::Duration;
