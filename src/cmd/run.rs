@@ -9,6 +9,7 @@ use crate::app::{self, Deliverers, Status};
 use crate::config::Config;
 use crate::dispatch::gateway::Gateway;
 use crate::dispatch::{Deliver, Shards};
+use crate::provider::apns::auth::Tokens;
 use crate::telemetry::admin::{AdminServer, AdminState};
 use crate::telemetry::{logs, PoolSource, Telemetry};
 
@@ -59,8 +60,10 @@ pub async fn run(args: Args, shards: usize) -> ExitCode {
 async fn run_sharded(config: Config, telemetry: Arc<Telemetry>, n: usize) -> ExitCode {
     let mut shard_config = config.clone();
     shard_config.apps = config.apps_for_shards(n);
+    // One APNs token per team and key for all shards (protocols.md §1).
+    let tokens = Tokens::default();
     let started = Shards::start(n, |_| {
-        Gateway::new(&shard_config).map(|g| g.with_telemetry(Arc::clone(&telemetry)))
+        Gateway::new_with(&shard_config, &tokens).map(|g| g.with_telemetry(Arc::clone(&telemetry)))
     });
     let shards = match started {
         Ok(s) => Arc::new(s),

@@ -8,6 +8,7 @@ use crate::job::Job;
 use crate::job::Platform;
 use crate::outcome::{Code, Outcome};
 use crate::policy::keys::{FxBuild, NameMap};
+use crate::provider::apns::auth::Tokens;
 use crate::provider::h2pool::PoolStats;
 use crate::provider::{ProviderError, Providers};
 use crate::telemetry::{PoolSource, Telemetry};
@@ -28,10 +29,19 @@ impl Gateway {
     /// key when on). Call inside a Tokio runtime: the pools start
     /// connecting at once.
     pub fn new(config: &Config) -> Result<Gateway, ProviderError> {
+        Self::new_with(config, &Tokens::default())
+    }
+
+    /// As [`Gateway::new`], the APNs tokens taken from `tokens`: the
+    /// dispatch shards' gateways share one per team and key.
+    pub fn new_with(config: &Config, tokens: &Tokens) -> Result<Gateway, ProviderError> {
         let mut apps = NameMap::with_capacity_and_hasher(config.apps.len(), FxBuild::default());
         let tracking = config.tracking.key();
         for (name, app) in &config.apps {
-            apps.insert(name.clone(), Providers::new(app)?.with_tracking(tracking));
+            apps.insert(
+                name.clone(),
+                Providers::new_with(app, tokens)?.with_tracking(tracking),
+            );
         }
         Ok(Gateway {
             apps,
@@ -77,5 +87,32 @@ impl Deliver for Gateway {
 impl PoolSource for Gateway {
     fn pool_stats(&self) -> Vec<(Platform, PoolStats)> {
         self.apps.values().flat_map(Providers::pool_stats).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gateways_built_with_one_token_store_sign_with_one_token() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let cfg = crate::config::load_with_env(&dir.join("dev.toml"), Vec::new()).unwrap();
+        let token =
+            |g: &Gateway| Arc::clone(g.apps["shop"].apns.as_ref().unwrap().token().unwrap());
+        let tokens = Tokens::default();
+        let (a, b) = (
+            Gateway::new_with(&cfg, &tokens).unwrap(),
+            Gateway::new_with(&cfg, &tokens).unwrap(),
+        );
+        assert!(
+            Arc::ptr_eq(&token(&a), &token(&b)),
+            "the shards' gateways share the token"
+        );
+        let c = Gateway::new(&cfg).unwrap();
+        assert!(!Arc::ptr_eq(&token(&a), &token(&c)));
+        for g in [a, b, c] {
+            g.shutdown().await;
+        }
     }
 }

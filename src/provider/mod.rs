@@ -277,6 +277,15 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(app: &AppConfig) -> Result<Providers, ProviderError> {
+        Self::new_with(app, &apns::auth::Tokens::default())
+    }
+
+    /// As [`Providers::new`], the APNs token taken from `tokens` (shared
+    /// with every provider signing with the same team and key).
+    pub fn new_with(
+        app: &AppConfig,
+        tokens: &apns::auth::Tokens,
+    ) -> Result<Providers, ProviderError> {
         let name = app.name.clone();
         let pool = |label: &'static str, provider, cfg: &ConnectionConfig| {
             let tls = tls::client_config(cfg).map_err(|source| ProviderError::Tls {
@@ -290,10 +299,12 @@ impl Providers {
             Some(cfg) => {
                 let p = pool("apns", "APNs", &cfg.connection)?;
                 Some(
-                    ApnsProvider::new(p, cfg).map_err(|source| ProviderError::ApnsKey {
-                        app: name.clone(),
-                        source,
-                    })?,
+                    ApnsProvider::with_tokens(p, cfg, apns::auth::Clock::System, tokens).map_err(
+                        |source| ProviderError::ApnsKey {
+                            app: name.clone(),
+                            source,
+                        },
+                    )?,
                 )
             }
             None => None,

@@ -7,7 +7,8 @@
 //! is single-flight: callers that find a replacement under way keep using the
 //! current token, which is still valid.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -122,6 +123,38 @@ struct Current {
     header: http::HeaderValue,
     minted: Instant,
     iat: u64,
+}
+
+/// The tokens of one process, one per (team, key id), shared by every
+/// provider built with it: the apps signing with one key and, with
+/// dispatch shards, every shard's pool. Apple: one token per key for as
+/// close to an hour as possible; several tokens minted for one team at
+/// once draw `429 TooManyProviderTokenUpdates` (protocols.md §1).
+#[derive(Debug, Default)]
+pub struct Tokens {
+    by_key: Mutex<HashMap<(String, String), Arc<TokenAuth>>>,
+}
+
+impl Tokens {
+    /// The token of `team_id`/`key_id`, minted now if this is its first user.
+    pub fn get_or_mint(
+        &self,
+        team_id: &str,
+        key_id: &str,
+        pkcs8: &[u8],
+        refresh: Duration,
+        clock: Clock,
+    ) -> Result<Arc<TokenAuth>, AuthError> {
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = (team_id.to_owned(), key_id.to_owned());
+        if let Some(auth) = by_key.get(&id) {
+            return Ok(Arc::clone(auth));
+        }
+        let signer = Signer::new(team_id, key_id, pkcs8)?;
+        let auth = Arc::new(TokenAuth::new(signer, refresh, clock)?);
+        by_key.insert(id, Arc::clone(&auth));
+        Ok(auth)
+    }
 }
 
 /// The one shared token of a key.
@@ -281,6 +314,35 @@ mod tests {
             serde_json::json!({"alg": "ES256", "kid": "DEVKEY0001"})
         );
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn one_token_per_team_and_key_whoever_asks() {
+        let path = format!("{}/config/dev/apns-dev.p8", env!("CARGO_MANIFEST_DIR"));
+        let key = PrivatePkcs8KeyDer::from_pem_file(path).unwrap();
+        let der = key.secret_pkcs8_der();
+        let tokens = Tokens::default();
+        let hour = Duration::from_secs(2700);
+        let a = tokens
+            .get_or_mint("DEVTEAM001", "DEVKEY0001", der, hour, Clock::System)
+            .unwrap();
+        let b = tokens
+            .get_or_mint("DEVTEAM001", "DEVKEY0001", der, hour, Clock::System)
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second user shares the first token"
+        );
+        assert!(Arc::ptr_eq(&a.bearer(), &b.bearer()));
+        let other = tokens
+            .get_or_mint("DEVTEAM001", "DEVKEY0002", der, hour, Clock::System)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&a, &other), "another key id, another token");
+        let elsewhere = Tokens::default();
+        let c = elsewhere
+            .get_or_mint("DEVTEAM001", "DEVKEY0001", der, hour, Clock::System)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "another store mints its own");
     }
 
     #[test]

@@ -13,11 +13,12 @@ pub mod reason;
 pub mod request;
 pub mod response;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use self::auth::{Clock, Signer, TokenAuth};
+use self::auth::{Clock, TokenAuth, Tokens};
 use self::reason::ApnsReason;
 use crate::config::{ApnsAuth, ApnsConfig};
 use crate::job::memo::SharedPayload;
@@ -42,7 +43,7 @@ pub struct ApnsProvider<T> {
     /// The headers of each push type and priority, built once.
     base: Option<request::BaseHeaders>,
     /// `None` with certificate auth (the pool's TLS carries the client cert).
-    auth: Option<TokenAuth>,
+    auth: Option<Arc<TokenAuth>>,
     /// The tracking key name, when tracking is on (`[tracking]`).
     tracking: Option<String>,
 }
@@ -69,16 +70,24 @@ impl<T: Transport> ApnsProvider<T> {
         cfg: &ApnsConfig,
         clock: Clock,
     ) -> Result<ApnsProvider<T>, auth::AuthError> {
+        Self::with_tokens(transport, cfg, clock, &Tokens::default())
+    }
+
+    /// As [`ApnsProvider::with_clock`], taking its token from `tokens`
+    /// (shared with the other providers of the same team and key).
+    pub fn with_tokens(
+        transport: T,
+        cfg: &ApnsConfig,
+        clock: Clock,
+        tokens: &Tokens,
+    ) -> Result<ApnsProvider<T>, auth::AuthError> {
         let auth = match &cfg.auth {
             ApnsAuth::Token {
                 team_id,
                 key_id,
                 key,
                 refresh,
-            } => {
-                let signer = Signer::new(team_id, key_id, key.expose())?;
-                Some(TokenAuth::new(signer, *refresh, clock)?)
-            }
+            } => Some(tokens.get_or_mint(team_id, key_id, key.expose(), *refresh, clock)?),
             ApnsAuth::Certificate => None,
         };
         Ok(ApnsProvider {
@@ -89,6 +98,11 @@ impl<T: Transport> ApnsProvider<T> {
             auth,
             tracking: None,
         })
+    }
+
+    /// The token it signs with (`None`: certificate auth).
+    pub fn token(&self) -> Option<&Arc<TokenAuth>> {
+        self.auth.as_ref()
     }
 
     /// Adds the tracking key `name` to every notification (`None`: off).
@@ -135,7 +149,7 @@ impl<T: Transport> ApnsProvider<T> {
             Err(refused) => return Outcome::local(refused.code, refused.reason),
         };
         let started = Instant::now();
-        let mut bearer = self.auth.as_ref().map(TokenAuth::bearer_header);
+        let mut bearer = self.auth.as_deref().map(TokenAuth::bearer_header);
         let mut retried = false;
         loop {
             let value = bearer.as_ref().map(|(_, v)| v.clone());
