@@ -144,24 +144,16 @@ pub async fn run_with<D: Deliver>(
     let retry = Arc::new(RetryPolicy::new(&amqp.retry));
     init_app_metrics(&config.apps, &status.telemetry);
     let events = EventSink::new(config.apps.keys().cloned(), Arc::clone(&status.telemetry));
-    let deliver = deliver.into();
-    let shards = match &deliver {
-        Deliverers::Here(_) => 1,
-        Deliverers::Sharded(s) => s.len(),
-    };
-    let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight, shards);
-    let dispatcher = match deliver {
-        Deliverers::Here(d) => Dispatcher::new(d, Arc::clone(&retry)),
-        Deliverers::Sharded(shards) => {
-            let first = shards
-                .delivers()
-                .next()
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("no dispatch shards"))?;
-            Dispatcher::new(first, Arc::clone(&retry)).with_shards(shards)
+    let (dispatcher, shards) = match deliver.into() {
+        Deliverers::Here(d) => (Dispatcher::new(d, Arc::clone(&retry)), 1),
+        Deliverers::Sharded(s) => {
+            let n = s.len();
+            let d = Dispatcher::new(Arc::clone(s.first()), Arc::clone(&retry));
+            (d.with_shards(s), n)
         }
-    }
-    .with_policy(Arc::clone(&policy), Shutdown::new(rx.clone()));
+    };
+    let dispatcher = dispatcher.with_policy(Arc::clone(&policy), Shutdown::new(rx.clone()));
+    let permits = queue_permits(&amqp.inputs, config.daemon.max_in_flight, shards);
     let base = Base {
         events: Some(events),
         dispatcher,

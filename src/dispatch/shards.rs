@@ -98,6 +98,12 @@ impl<D: Send + Sync + 'static> Shards<D> {
         self.shards.is_empty()
     }
 
+    /// Shard 0's deliverer (there is always one: [`Shards::start`] starts
+    /// at least one shard).
+    pub fn first(&self) -> &Arc<D> {
+        &self.shards[0].deliver
+    }
+
     /// Every shard's deliverer, in shard order.
     pub fn delivers(&self) -> impl Iterator<Item = &Arc<D>> {
         self.shards.iter().map(|s| &s.deliver)

@@ -84,7 +84,7 @@ fn sharded(n: usize) -> (Dispatcher<Recorder>, Arc<Shards<Recorder>>) {
         base: Duration::from_millis(200),
         jitter: 0.0,
     });
-    let first = Arc::clone(shards.delivers().next().unwrap());
+    let first = Arc::clone(shards.first());
     let d = Dispatcher::new(first, Arc::new(retry)).with_shards(Arc::clone(&shards));
     (d, shards)
 }
@@ -225,7 +225,7 @@ async fn dropping_the_dispatch_cancels_the_job_on_its_shard() {
     let gave_up =
         tokio::time::timeout(Duration::from_millis(100), d.dispatch_job(&run, &permits)).await;
     assert!(gave_up.is_err(), "the slow job cannot finish in 100 ms");
-    let r = Arc::clone(shards.delivers().next().unwrap());
+    let r = Arc::clone(shards.first());
     assert_eq!(r.started.load(Relaxed), 2);
     for _ in 0..100 {
         if r.dropped.load(Relaxed) == 2 {
