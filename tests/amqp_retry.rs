@@ -112,14 +112,26 @@ async fn max_attempts_gives_a_final_failure_and_a_dead_letter() {
 /// A retry reaches exactly one delay queue, also on a broker where an
 /// earlier build left its `x-pushgate-delay` bindings (RabbitMQ skips `x-`
 /// headers when matching, so those bindings took every retry).
+///
+/// The delay queues here hold their messages for a minute, so a slow
+/// machine cannot expire the retry before it is counted; the publish is
+/// confirmed, so the broker has routed it before the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_is_routed_to_one_delay_queue_only() {
-    use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::options::{
+        BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    };
     use lapin::types::{AMQPValue, FieldTable, LongString};
     use pushgate::ingest::retry::RetryPolicy;
     use pushgate::ingest::topology;
 
-    let h = Harness::new(|_, _| {}).await;
+    let h = Harness::new(|amqp, _| {
+        amqp.retry.delays = vec![Duration::from_secs(30), Duration::from_secs(60)];
+    })
+    .await;
+    h.ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let retry = RetryPolicy::new(&h.amqp.retry);
     let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
     for i in 0..retry.len() {
@@ -139,17 +151,19 @@ async fn a_retry_is_routed_to_one_delay_queue_only() {
     topology::declare_once(&h.amqp, &retry).await.unwrap();
     let mut headers = FieldTable::default();
     headers.insert("pushgate-delay".into(), text(retry.label(1)));
-    h.ch.basic_publish(
-        h.amqp.retry.exchange.as_str().into(),
-        h.input().as_str().into(),
-        BasicPublishOptions::default(),
-        b"{}",
-        lapin::BasicProperties::default().with_headers(headers),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    let confirm =
+        h.ch.basic_publish(
+            h.amqp.retry.exchange.as_str().into(),
+            h.input().as_str().into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            lapin::BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "the broker took the retry: {confirm:?}");
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
@@ -162,7 +176,7 @@ async fn a_retry_is_routed_to_one_delay_queue_only() {
                 .unwrap();
         counts.push(q.message_count());
     }
-    assert_eq!(counts, [0, 1], "only the 400 ms queue holds the retry");
+    assert_eq!(counts, [0, 1], "only the 60 s queue holds the retry");
     h.cleanup().await;
 }
 
