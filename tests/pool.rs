@@ -352,7 +352,18 @@ async fn retire_lets_in_flight_finish_and_replaces_the_connection() {
             .insert("x-delay-ms", "300".parse().unwrap());
         tokio::spawn(async move { pool.send(req).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Retire only once the slow request is in flight at the server.
+    for _ in 0..200 {
+        if server
+            .counters
+            .used_connections()
+            .iter()
+            .any(|c| c.in_flight > 0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(pool.retire(first.conn_id));
     assert!(!pool.retire(first.conn_id), "already draining");
     let next = pool.send(request(3)).await.unwrap();
