@@ -94,7 +94,7 @@ impl<T: Transport> ApnsProvider<T> {
             transport,
             authority: cfg.connection.endpoint.authority.clone(),
             bundle: cfg.topic.clone(),
-            base: request::BaseHeaders::new(&cfg.topic),
+            base: request::BaseHeaders::new(&cfg.topic, auth.is_some()),
             auth,
             tracking: None,
         })

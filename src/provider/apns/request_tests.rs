@@ -73,35 +73,43 @@ fn builds_path_headers_and_payload() {
 
 #[test]
 fn prebuilt_base_headers_give_the_same_request() {
-    let base = BaseHeaders::new("com.example.shop").unwrap();
+    let base = BaseHeaders::new("com.example.shop", false).unwrap();
     let mut j = job();
     j.collapse_key = Some("sale".into());
-    j.ttl = Some(60);
-    for p in PushType::ALL {
-        for priority in [Priority::High, Priority::Normal] {
-            j.push_type = p;
-            j.priority = priority;
-            let own = build(&j, &texts(&j), target()).unwrap();
-            let t = Target {
-                base: base.get(&j),
-                ..target()
-            };
-            let shared = build(&j, &texts(&j), t).unwrap();
-            assert_eq!(shared.headers, own.headers, "{p:?} {priority:?}");
-            let names: Vec<_> = shared.headers.keys().map(|k| k.as_str()).collect();
-            assert_eq!(
-                names,
-                [
+    for (ttl, expires_at) in [
+        (Some(60), None),
+        (None, None),
+        (None, Some("2030-01-01T00:00:00Z")),
+    ] {
+        j.ttl = ttl;
+        j.expires_at = expires_at.map(str::to_owned);
+        for p in PushType::ALL {
+            for priority in [Priority::High, Priority::Normal] {
+                j.push_type = p;
+                j.priority = priority;
+                let own = build(&j, &texts(&j), target()).unwrap();
+                let t = Target {
+                    base: base.get(&j),
+                    ..target()
+                };
+                let shared = build(&j, &texts(&j), t).unwrap();
+                let case = format!("{p:?} {priority:?} {ttl:?} {expires_at:?}");
+                assert_eq!(shared.headers, own.headers, "{case}");
+                let names: Vec<_> = shared.headers.keys().map(|k| k.as_str()).collect();
+                let mut sent = vec![
                     "apns-topic",
                     "apns-push-type",
                     "apns-priority",
                     "content-type",
-                    "apns-expiration",
-                    "apns-collapse-id",
-                    "apns-id"
-                ],
-                "the order they are sent in"
-            );
+                ];
+                if ttl.is_some() || expires_at.is_some() {
+                    sent.push("apns-expiration");
+                }
+                sent.extend(["apns-id", "apns-collapse-id"]);
+                assert_eq!(names, sent, "the order they are sent in: {case}");
+                let req = shared.into_request(None);
+                assert_eq!(req.headers(), &own.headers, "{case}");
+            }
         }
     }
     j.push_type = PushType::Voip;
@@ -115,7 +123,55 @@ fn prebuilt_base_headers_give_the_same_request() {
     )
     .unwrap();
     assert_eq!(header(&b, "apns-topic"), Some("com.example.shop.voip"));
-    assert!(BaseHeaders::new("bad\nbundle").is_none());
+    assert!(BaseHeaders::new("bad\nbundle", false).is_none());
+}
+
+/// The placeholders of a base map never reach the wire: each is replaced,
+/// or removed when the request has no such header.
+#[test]
+fn base_map_placeholders_are_replaced_or_removed() {
+    let base = BaseHeaders::new("com.example.shop", true).unwrap();
+    let mut j = job();
+    j.ttl = Some(60);
+    let t = Target {
+        base: base.get(&j),
+        ..target()
+    };
+    let b = build(&j, &texts(&j), t).unwrap();
+    let bearer = HeaderValue::from_static("bearer x");
+    let req = b.clone().into_request(Some(bearer));
+    assert_eq!(req.headers()["authorization"], "bearer x");
+    assert_eq!(req.headers()["apns-expiration"], "1000060");
+    assert_eq!(req.headers()["apns-id"], target().apns_id);
+    assert!(req.headers()["apns-id"].is_sensitive());
+    let names: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "apns-topic",
+            "apns-push-type",
+            "apns-priority",
+            "content-type",
+            "apns-expiration",
+            "apns-id",
+            "authorization",
+            "apns-collapse-id"
+        ],
+        "the placeholders' places; what the job adds after them"
+    );
+    let plain = b.into_request(None);
+    assert!(plain.headers().get("authorization").is_none());
+    // An expiry that does not parse: no expiration header at all.
+    j.ttl = None;
+    j.expires_at = Some("not a date".into());
+    let t = Target {
+        base: base.get(&j),
+        ..target()
+    };
+    let b = build(&j, &texts(&j), t).unwrap();
+    assert!(b.headers.get("apns-expiration").is_none());
+    let own = build(&j, &texts(&j), target()).unwrap().headers;
+    assert_eq!(b.into_request(None).headers(), &own);
 }
 
 #[test]
