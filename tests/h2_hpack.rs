@@ -1,6 +1,7 @@
 //! The patched h2 (vendor/h2/PATCHES.md) is the one linked: a repeated
 //! `authorization` value goes out as an index into HPACK's dynamic table,
-//! not again in full, and sensitive values are still never indexed. Guards
+//! not again in full, sensitive values are still never indexed, and the
+//! strings the table does not keep (`:path`, sensitive values) go raw. Guards
 //! against a re-vendored h2 without `vendor/h2.patch`. And headers
 //! that repeat from request to request, the patch's reuse of their indices
 //! included, arrive at h2's server exactly as sent.
@@ -36,6 +37,11 @@ fn headers_blocks(bytes: &[u8]) -> Vec<usize> {
 /// Sends two requests with the same `authorization` value on one
 /// connection; returns the sizes of their header blocks.
 async fn two_requests(sensitive: bool) -> Vec<usize> {
+    headers_blocks(&two_requests_bytes(sensitive).await)
+}
+
+/// What the client of [`two_requests`] wrote, up to its second HEADERS frame.
+async fn two_requests_bytes(sensitive: bool) -> Vec<u8> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -45,12 +51,11 @@ async fn two_requests(sensitive: bool) -> Vec<usize> {
         loop {
             let n = sock.read(&mut chunk).await.unwrap();
             if n == 0 {
-                return headers_blocks(&seen);
+                return seen;
             }
             seen.extend_from_slice(&chunk[..n]);
-            let blocks = headers_blocks(&seen);
-            if blocks.len() >= 2 {
-                return blocks;
+            if headers_blocks(&seen).len() >= 2 {
+                return seen;
             }
         }
     });
@@ -76,12 +81,27 @@ async fn two_requests(sensitive: bool) -> Vec<usize> {
             .unwrap();
         let (_response, _stream) = client.send_request(req, true).unwrap();
     }
-    let blocks = tokio::time::timeout(Duration::from_secs(10), server)
+    let seen = tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("two HEADERS frames within 10 s")
         .unwrap();
     driver.abort();
-    blocks
+    seen
+}
+
+/// `:path` is never added to the table, so it is sent raw on every
+/// request (upstream Huffman-codes it, and the peer decodes it, each time);
+/// a sensitive value too. Both requests carry both.
+#[tokio::test]
+async fn strings_the_table_does_not_keep_are_sent_raw() {
+    let seen = two_requests_bytes(true).await;
+    let count = |needle: &[u8]| {
+        (0..seen.len())
+            .filter(|&i| seen[i..].starts_with(needle))
+            .count()
+    };
+    assert_eq!(count(b"/3/device/0123456789abcdef"), 2, "{seen:?}");
+    assert_eq!(count(b"bearer "), 2, "the sensitive token, raw: {seen:?}");
 }
 
 #[tokio::test]

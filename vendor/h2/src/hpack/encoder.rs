@@ -298,7 +298,7 @@ fn encode_not_indexed(name: usize, value: &[u8], sensitive: bool, dst: &mut Byte
         encode_int(name, 4, 0, dst);
     }
 
-    encode_str(value, dst);
+    encode_raw(value, dst);
 }
 
 fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut BytesMut) {
@@ -308,8 +308,19 @@ fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut Byt
         dst.put_u8(0);
     }
 
-    encode_str(name, dst);
-    encode_str(value, dst);
+    encode_raw(name, dst);
+    encode_raw(value, dst);
+}
+
+/// A string literal without Huffman coding (pushgate patch, see
+/// PATCHES.md). Used for the strings a block sends without adding them to
+/// the table (`:path`, sensitive values, `content-length`, ...): they are
+/// sent once, so coding them costs CPU on every request and on the peer's
+/// side to save about a fifth of their bytes. Strings the table keeps are
+/// still Huffman-coded, once per connection (`encode_str`).
+fn encode_raw(val: &[u8], dst: &mut BytesMut) {
+    encode_int(val.len(), 7, 0, dst);
+    dst.extend_from_slice(val);
 }
 
 fn encode_str(val: &[u8], dst: &mut BytesMut) {
@@ -507,7 +518,9 @@ mod test {
 
         let res = encode(&mut encoder, vec![header(key, key)]);
 
-        assert_eq!(&[0, 0x80 | 25], &res[..2]);
+        // pushgate patch: not added to the table, so sent raw.
+        assert_eq!(&[0, 33], &res[..2]);
+        assert_eq!(key.to_ascii_lowercase().as_bytes(), &res[2..35]);
 
         assert_eq!(0, encoder.table.len());
         assert_eq!(0, encoder.table.size());
@@ -531,10 +544,11 @@ mod test {
         let mut encoder = Encoder::default();
         let res = encode(&mut encoder, vec![header]);
 
-        assert_eq!(&[0b10000, 0x80 | 8], &res[..2]);
-        assert_eq!("my-password", huff_decode(&res[2..10]));
-        assert_eq!(0x80 | 4, res[10]);
-        assert_eq!("12345", huff_decode(&res[11..]));
+        // pushgate patch: never indexed, so sent raw.
+        assert_eq!(&[0b10000, 11], &res[..2]);
+        assert_eq!(b"my-password", &res[2..13]);
+        assert_eq!(5, res[13]);
+        assert_eq!(b"12345", &res[14..]);
 
         // Now, try to encode a sensitive header w/ a name in the static table
         let name = "authorization".parse().unwrap();
@@ -550,8 +564,8 @@ mod test {
         let res = encode(&mut encoder, vec![header]);
 
         assert_eq!(&[0b11111, 8], &res[..2]);
-        assert_eq!(0x80 | 4, res[2]);
-        assert_eq!("12345", huff_decode(&res[3..]));
+        assert_eq!(5, res[2]);
+        assert_eq!(b"12345", &res[3..]);
 
         // Using the name component of a previously indexed header (without
         // sensitive flag set)
@@ -572,8 +586,8 @@ mod test {
         let res = encode(&mut encoder, vec![header]);
 
         assert_eq!(&[0b11111, 47], &res[..2]);
-        assert_eq!(0x80 | 4, res[2]);
-        assert_eq!("12345", huff_decode(&res[3..]));
+        assert_eq!(5, res[2]);
+        assert_eq!(b"12345", &res[3..]);
     }
 
     #[test]
@@ -604,9 +618,10 @@ mod test {
         let mut encoder = Encoder::default();
         let res = encode(&mut encoder, vec![header("content-length", "1234")]);
 
-        assert_eq!(&[15, 13, 0x80 | 3], &res[0..3]);
-        assert_eq!("1234", huff_decode(&res[3..]));
-        assert_eq!(6, res.len());
+        // pushgate patch: not added to the table, so sent raw.
+        assert_eq!(&[15, 13, 4], &res[0..3]);
+        assert_eq!(b"1234", &res[3..]);
+        assert_eq!(7, res.len());
     }
 
     #[test]
@@ -663,17 +678,18 @@ mod test {
         assert_eq!(*res, [0x80 | 2]);
         assert_eq!(encoder.table.len(), 0);
 
+        // pushgate patch: nothing is added to the table, so all raw.
         let res = encode(&mut encoder, vec![header("foo", "bar")]);
-        assert_eq!(&[0, 0x80 | 2], &res[..2]);
-        assert_eq!("foo", huff_decode(&res[2..4]));
-        assert_eq!(0x80 | 3, res[4]);
-        assert_eq!("bar", huff_decode(&res[5..8]));
+        assert_eq!(&[0, 3], &res[..2]);
+        assert_eq!(b"foo", &res[2..5]);
+        assert_eq!(3, res[5]);
+        assert_eq!(b"bar", &res[6..9]);
         assert_eq!(0, encoder.table.len());
 
         // Encode a custom value
         let res = encode(&mut encoder, vec![header("transfer-encoding", "chunked")]);
-        assert_eq!(&[15, 42, 0x80 | 6], &res[..3]);
-        assert_eq!("chunked", huff_decode(&res[3..]));
+        assert_eq!(&[15, 42, 7], &res[..3]);
+        assert_eq!(b"chunked", &res[3..]);
     }
 
     #[test]
@@ -772,9 +788,9 @@ mod test {
         assert_eq!(0x80 | 4, res[6]);
         assert_eq!("world", huff_decode(&res[7..11]));
 
-        // Next is not indexed
-        assert_eq!(&[15, 47, 0x80 | 3], &res[11..14]);
-        assert_eq!("zomg", huff_decode(&res[14..]));
+        // Next is not indexed (pushgate patch: so sent raw)
+        assert_eq!(&[15, 47, 4], &res[11..14]);
+        assert_eq!(b"zomg", &res[14..]);
     }
 
     #[test]
