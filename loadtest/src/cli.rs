@@ -237,9 +237,17 @@ pub struct SuiteArgs {
     /// Scale every scenario's job count (0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
-    /// Only these scenarios (comma-separated): single, fanout, peers, latency, mix.
+    /// Only these scenarios (comma-separated): single, fanout, latency,
+    /// mix, rss, soak, backlog.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Runs of the two ratio targets (single-recipient jobs on shared cores
+    /// against the bare consumer, fan-out against h2load): the summary
+    /// gives every run's ratio and judges their median, since the
+    /// machine's speed drifts from one run to the next. The peers and the
+    /// diagnostic baselines run with the first only.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub repeat: u16,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -42,6 +42,147 @@ pub fn lines(name: &str, r: &RunReport, rate: f64, s: &mut String) {
     }
 }
 
+/// Whether `r` is a run of a ratio target the suite repeats: the
+/// single-recipient runs with all results on shared cores, and the fan-out
+/// runs at zero latency.
+pub fn repeated(name: &str, r: &RunReport) -> bool {
+    match name {
+        "single" => {
+            r.broker_cpu.is_none()
+                && r.expected_codes.contains_key("delivered")
+                && matches!(r.bare, Some(Ok(_)))
+        }
+        "fanout" => true,
+        _ => false,
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => v.get(n / 2).copied(),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn percents(v: &[f64]) -> String {
+    let each: Vec<String> = v.iter().map(|x| format!("{:.0}%", x * 100.0)).collect();
+    each.join(", ")
+}
+
+fn range(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.len() > 1 {
+        format!("{}-{}", thousands(lo), thousands(hi))
+    } else {
+        thousands(lo)
+    }
+}
+
+/// The summary rows of the repeated runs of a ratio target ([`repeated`]),
+/// judged on the median of the runs' ratios (each run's ratio is taken
+/// within that run).
+pub fn median_lines(name: &str, runs: &[&RunReport], s: &mut String) {
+    let short: Vec<&&RunReport> = runs
+        .iter()
+        .filter(|r| r.gateway.as_ref().map_or(0.0, |g| g.window_secs) < 2.0)
+        .collect();
+    if let Some(r) = short.first() {
+        let window = r.gateway.as_ref().map_or(0.0, |g| g.window_secs);
+        let _ = writeln!(
+            s,
+            "| {} | measured over {window:.2} s only: too short to judge (raise --scale) | n/a |",
+            r.title
+        );
+        return;
+    }
+    let n = runs.len();
+    let rates: Vec<f64> = runs.iter().filter_map(|r| r.rate()).collect();
+    match name {
+        "single" => {
+            let mut bare = Vec::new();
+            let mut ratios = Vec::new();
+            for r in runs {
+                if let (Some(rate), Some(Ok(b))) = (r.rate(), &r.bare) {
+                    bare.push(b.rate());
+                    ratios.push(rate / b.rate().max(1e-9));
+                }
+            }
+            let each = percents(&ratios);
+            if let Some(m) = median(&mut ratios) {
+                let _ = writeln!(
+                    s,
+                    "| single-recipient end to end >= 90% of the bare consumer (all results; median of {n} runs) | {} vs {} msg/s; {each}: median **{:.0}%** | {} |",
+                    range(&rates),
+                    range(&bare),
+                    m * 100.0,
+                    yes(m >= 0.9)
+                );
+            }
+            for r in runs {
+                if let (Some(rate), Some(Ok(b))) = (r.rate(), &r.bare_h2load) {
+                    let _ = writeln!(
+                        s,
+                        "| (diagnostic, not a target) single-recipient vs the bare consumer beside h2load at the gateway's rate (run 1) | {} vs {} msg/s = {:.0}% | - |",
+                        thousands(rate),
+                        thousands(b.bare.rate()),
+                        rate / b.bare.rate().max(1e-9) * 100.0
+                    );
+                }
+            }
+        }
+        "fanout" => {
+            let mut sorted = rates.clone();
+            let Some(rate) = median(&mut sorted) else {
+                return;
+            };
+            let _ = writeln!(
+                s,
+                "| fan-out 500 >= 100,000 notifications/s (median of {n} runs) | {}: median **{}** | {} |",
+                range(&rates),
+                thousands(rate),
+                yes(rate >= 100_000.0)
+            );
+            let mut h2 = Vec::new();
+            let mut ratios = Vec::new();
+            for r in runs {
+                if let (Some(g), Some(h)) = (r.rate(), peer_rate(r, "h2load")) {
+                    h2.push(h);
+                    ratios.push(g / h.max(1e-9));
+                }
+            }
+            let each = percents(&ratios);
+            if let Some(m) = median(&mut ratios) {
+                let _ = writeln!(
+                    s,
+                    "| fan-out 500 >= 50% of h2load (median of {n} runs) | {} vs {} req/s; {each}: median **{:.0}%** | {} |",
+                    range(&rates),
+                    range(&h2),
+                    m * 100.0,
+                    yes(m >= 0.5)
+                );
+            }
+            // The peers run beside the first run only: the first run's rate.
+            if let Some(first) = runs.first() {
+                if let Some(rate) = first.rate() {
+                    peers_line(first, rate, s);
+                }
+            }
+        }
+        _ => {
+            for r in runs {
+                if let Some(rate) = r.rate() {
+                    lines(name, r, rate, s);
+                }
+            }
+        }
+    }
+}
+
 fn single(r: &RunReport, rate: f64, s: &mut String) {
     if let Some(Ok(b)) = &r.bare {
         let ratio = rate / b.rate().max(1e-9);
@@ -94,6 +235,11 @@ fn fanout(r: &RunReport, rate: f64, s: &mut String) {
             yes(ratio >= 0.5)
         );
     }
+    peers_line(r, rate, s);
+}
+
+/// The ">= 5x the best peer" row: `rate` against the best peer of `r`.
+fn peers_line(r: &RunReport, rate: f64, s: &mut String) {
     let best = ["@parse/node-apn", "aioapns"]
         .iter()
         .filter_map(|n| peer_rate(r, n).map(|x| (*n, x)))
@@ -198,5 +344,20 @@ fn memory(r: &RunReport, s: &mut String) {
             b,
             yes(b <= a * 1.1)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_runs() {
+        assert_eq!(median(&mut [0.95, 0.81, 0.90]), Some(0.90));
+        assert_eq!(median(&mut [0.8, 1.0]), Some(0.9));
+        assert_eq!(median(&mut [0.7]), Some(0.7));
+        assert_eq!(median(&mut []), None);
+        assert_eq!(percents(&[0.894, 0.9]), "89%, 90%");
+        assert_eq!(range(&[30_000.0, 28_000.0]), "28,000-30,000");
     }
 }
