@@ -9,6 +9,7 @@
 pub mod apns;
 pub mod fcm;
 pub mod h2pool;
+pub mod http2;
 pub mod retry_after;
 pub mod tls;
 pub mod webpush;
