@@ -1,5 +1,6 @@
 //! One pooled connection: its stream accounting, how it is opened, driven
-//! (with keepalive PINGs), drained and replaced.
+//! (with keepalive PINGs), drained and replaced. The HTTP/2 connection is
+//! pushgate's own ([`crate::provider::http2`]).
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -8,19 +9,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use h2::client::SendRequest;
-use h2::{Ping, PingPong};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::client::TlsStream;
 
 use super::shared::{Shared, SlotState};
-use super::ConnId;
+use super::{ConnId, MAX_RESPONSE_BODY};
+use crate::provider::http2::conn as http2;
 use crate::provider::tls::ALPN_H2;
 
-pub(super) type Sender = SendRequest<Bytes>;
-type Connection = h2::client::Connection<TlsStream<TcpStream>, Bytes>;
+pub(super) type Sender = http2::Client;
+type Connection = http2::Connection<TlsStream<TcpStream>>;
 
 /// First reconnect delay after a failed connect; doubles per failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -36,7 +35,7 @@ pub(super) struct Conn {
     sender: Sender,
     /// Streams reserved by the pool on this connection (picked, not yet released).
     in_flight: AtomicUsize,
-    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as last read from h2.
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as last read from the connection.
     max_streams: AtomicUsize,
     /// Until a first response arrives, only one stream is used (APNs token auth).
     got_response: AtomicBool,
@@ -105,10 +104,9 @@ impl Conn {
         }
     }
 
-    /// A handle to send one request (cheap: reference-counted handles to the
-    /// connection's shared stream state).
-    pub(super) fn sender(&self) -> Sender {
-        self.sender.clone()
+    /// The handle that puts requests on this connection.
+    pub(super) fn sender(&self) -> &Sender {
+        &self.sender
     }
 
     /// Records a response; the first one lifts the one-stream start limit.
@@ -209,11 +207,7 @@ async fn connect(shared: &Shared) -> Result<(Sender, Connection), String> {
             endpoint.authority
         ));
     }
-    shared
-        .builder
-        .handshake(tls)
-        .await
-        .map_err(|e| format!("HTTP/2 handshake with {}: {e}", endpoint.authority))
+    Ok(http2::handshake(tls, MAX_RESPONSE_BODY))
 }
 
 /// Drives an open connection until it ends or must be drained; returns the
@@ -225,16 +219,13 @@ async fn serve(
     mut connection: Connection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Connection> {
-    let ping = connection.ping_pong();
-    let keepalive = keepalive(ping, shared.keepalive);
+    let keepalive = keepalive(conn.sender(), shared.keepalive);
     tokio::pin!(keepalive);
     loop {
         tokio::select! {
             ended = poll_fn(|cx| poll_watch(shared, conn, &mut connection, cx)) => {
                 if let Err(e) = ended {
-                    // hyper's Display is only "http2 error"; the cause is in the source chain.
-                    let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
-                    tracing::warn!(pool = shared.label, conn = conn.id.0, error = %e, cause, "connection failed");
+                    tracing::warn!(pool = shared.label, conn = conn.id.0, error = %e, "connection failed");
                 } else {
                     tracing::debug!(pool = shared.label, conn = conn.id.0, "connection closed by peer");
                 }
@@ -242,7 +233,7 @@ async fn serve(
                 return None;
             }
             _ = conn.events.notified() => {
-                refresh_limit(shared, conn, &connection);
+                refresh_limit(shared, conn);
                 // A first response lifts the one-stream start limit.
                 shared.stream_freed.notify_waiters();
                 if conn.is_draining() {
@@ -263,44 +254,38 @@ async fn serve(
 }
 
 /// PINGs every `interval` (when set) and resolves when one is not answered
-/// within `timeout`, or the connection can no longer send PINGs.
-async fn keepalive(
-    ping: Option<PingPong>,
-    (interval, timeout): (Duration, Duration),
-) -> &'static str {
-    let Some(mut ping) = ping.filter(|_| !interval.is_zero()) else {
+/// within `timeout`, or the connection ended under it.
+async fn keepalive(client: &Sender, (interval, timeout): (Duration, Duration)) -> &'static str {
+    if interval.is_zero() {
         return std::future::pending().await;
-    };
+    }
     loop {
         tokio::time::sleep(interval).await;
-        if ping.send_ping(Ping::opaque()).is_err() {
-            return "cannot send a PING";
-        }
-        match tokio::time::timeout(timeout, poll_fn(|cx| ping.poll_pong(cx))).await {
-            Ok(Ok(_)) => {}
+        match tokio::time::timeout(timeout, client.ping()).await {
+            Ok(Ok(())) => {}
             Ok(Err(_)) => return "PING failed",
             Err(_) => return "PING not answered in time",
         }
     }
 }
 
-/// Polls the h2 connection and republishes the peer's current stream limit.
+/// Polls the connection and republishes the peer's current stream limit.
 fn poll_watch(
     shared: &Shared,
     conn: &Conn,
     connection: &mut Connection,
     cx: &mut Context<'_>,
-) -> Poll<Result<(), h2::Error>> {
+) -> Poll<Result<(), http2::Error>> {
     let polled = Pin::new(&mut *connection).poll(cx);
     if polled.is_pending() {
-        refresh_limit(shared, conn, connection);
+        refresh_limit(shared, conn);
     }
     polled
 }
 
 /// Reads the live SETTINGS_MAX_CONCURRENT_STREAMS; wakes waiters when it grew.
-fn refresh_limit(shared: &Shared, conn: &Conn, connection: &Connection) {
-    let live = connection.max_concurrent_send_streams();
+fn refresh_limit(shared: &Shared, conn: &Conn) {
+    let live = conn.sender.max_concurrent_streams();
     let before = conn.max_streams.load(Relaxed);
     if live != before {
         conn.max_streams.store(live, Relaxed);

@@ -1,4 +1,6 @@
-//! What a pooled request can fail with, and which h2 failures are safe to retry.
+//! What a pooled request can fail with, and which HTTP/2 failures are safe to retry.
+
+use crate::provider::http2::conn::Error as Http2Error;
 
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ pub enum PoolError {
         label: &'static str,
         attempts: u32,
         #[source]
-        last: h2::Error,
+        last: Http2Error,
     },
     /// The connection or stream failed while the request was in flight: the
     /// server may have processed it.
@@ -37,7 +39,7 @@ pub enum PoolError {
     Transport {
         label: &'static str,
         #[source]
-        source: h2::Error,
+        source: Http2Error,
     },
     /// The response head arrived but its body could not be read (reset, too large).
     #[error("{label}: reading the response body: {reason}")]
@@ -90,30 +92,19 @@ pub(super) struct Failure {
     pub connection_level: bool,
 }
 
-/// Classifies an h2 error of a request that was sent (RFC 9113 sections 6.8
+/// Classifies the error of a request that was sent (RFC 9113 sections 6.8
 /// and 8.7). Errors before sending (the connection closing or gone) never
 /// get here: the pool retries those itself.
 ///
-/// - a GOAWAY received from the peer attached to this stream: its id is above
-///   the GOAWAY's last-stream-id (h2 only fails those), so it was not processed.
+/// - a GOAWAY from the peer that failed this stream: its id is above the
+///   GOAWAY's last-stream-id, so it was not processed.
 /// - RST_STREAM(REFUSED_STREAM) from the peer: not processed, stream-level only.
-/// - anything else (I/O error, broken pipe, other resets, a local protocol
-///   error): the request may have been processed.
-pub(super) fn classify(err: &h2::Error) -> Failure {
-    if err.is_go_away() && err.is_remote() {
-        return Failure {
-            unprocessed: true,
-            connection_level: true,
-        };
-    }
-    if err.is_reset() {
-        return Failure {
-            unprocessed: err.is_remote() && err.reason() == Some(h2::Reason::REFUSED_STREAM),
-            connection_level: false,
-        };
-    }
+/// - other resets: the request may have been processed, the connection goes on.
+/// - anything else (I/O error, connection closed, a protocol error): the
+///   request may have been processed.
+pub(super) fn classify(err: &Http2Error) -> Failure {
     Failure {
-        unprocessed: false,
-        connection_level: true,
+        unprocessed: err.unprocessed(),
+        connection_level: err.connection_level(),
     }
 }

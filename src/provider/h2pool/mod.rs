@@ -1,14 +1,14 @@
 //! Pooled, long-lived HTTP/2 client connections to one endpoint.
 //!
-//! [`H2Pool`] keeps `connections` TLS HTTP/2 connections (the `h2` crate's
-//! client, rustls, ALPN h2) open to one endpoint. They are
+//! [`H2Pool`] keeps `connections` TLS HTTP/2 connections (pushgate's own
+//! client, [`crate::provider::http2`], over rustls, ALPN h2) open to one endpoint. They are
 //! opened eagerly by [`H2Pool::new`], one supervisor task per slot, and
 //! replaced when they die (exponential backoff with jitter after failed
 //! connects). Each connection carries at most the peer's current
 //! SETTINGS_MAX_CONCURRENT_STREAMS requests, and only one until its first
 //! response (APNs raises the limit after the first valid request). A request
 //! goes to the least-loaded connection with a free stream; when all are full
-//! it waits (bounded by the request deadline) instead of queueing inside h2.
+//! it waits (bounded by the request deadline) instead of queueing on the connection.
 //! Deadlines share timers: the requests of one tick (a 64th of the request
 //! timeout, at most 100 ms) wait on one ([`deadline`]).
 //!
@@ -132,7 +132,6 @@ impl H2Pool {
             server_name: ServerName::try_from(cfg.endpoint.host.clone())
                 .map_err(|e| format!("endpoint host {:?}: {e}", cfg.endpoint.host)),
             tls: TlsConnector::from(tls),
-            builder: h2_builder(),
             keepalive: (cfg.keepalive_interval, cfg.keepalive_timeout),
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
@@ -284,11 +283,4 @@ impl fmt::Debug for H2Pool {
             .field("endpoint", &self.shared.endpoint.authority)
             .finish_non_exhaustive()
     }
-}
-
-fn h2_builder() -> h2::client::Builder {
-    let mut builder = h2::client::Builder::new();
-    // Never burst on a fresh connection: the peer's SETTINGS decide.
-    builder.initial_max_send_streams(1);
-    builder
 }

@@ -4,8 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use h2::RecvStream;
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Uri};
 use rustls_pki_types::ServerName;
@@ -14,8 +13,9 @@ use tokio_rustls::TlsConnector;
 
 use super::conn::Conn;
 use super::deadline::{Deadlines, Epoch};
-use super::{error, ConnId, PoolError, PooledResponse, MAX_RESPONSE_BODY};
+use super::{error, ConnId, PoolError, PooledResponse};
 use crate::config::Endpoint;
+use crate::provider::http2::conn as http2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -34,7 +34,6 @@ pub(super) struct Shared {
     pub(super) authority: Option<Authority>,
     pub(super) server_name: Result<ServerName<'static>, String>,
     pub(super) tls: TlsConnector,
-    pub(super) builder: h2::client::Builder,
     /// PING interval and answer deadline (zero interval: no PINGs).
     pub(super) keepalive: (Duration, Duration),
     pub(super) connect_timeout: Duration,
@@ -210,16 +209,17 @@ pub(super) struct Stream<'a> {
 impl Stream<'_> {
     /// One attempt. `Err`: the server did not process it, try again.
     ///
-    /// The request goes straight to h2 from the caller's task: HEADERS and
-    /// the body's one DATA frame are queued on the connection without a
-    /// task or channel per request. It ends with a timeout when `deadline`
-    /// passes first; the request's own timer is that shared epoch.
+    /// The request is encoded from the caller's task straight into the
+    /// connection's output (HEADERS, then DATA as flow control allows),
+    /// without a task or channel per request. It ends with a timeout when
+    /// `deadline` passes first (the stream is then reset); the request's
+    /// own timer is that shared epoch.
     pub(super) async fn exchange(
         self,
         req: Request<()>,
         body: Bytes,
         deadline: &Epoch,
-    ) -> Result<Result<PooledResponse, PoolError>, h2::Error> {
+    ) -> Result<Result<PooledResponse, PoolError>, http2::Error> {
         let sent = AtomicBool::new(false);
         let answer = deadline.before(self.run(req, body, &sent)).await;
         answer.unwrap_or_else(|| {
@@ -238,12 +238,16 @@ impl Stream<'_> {
         req: Request<()>,
         body: Bytes,
         sent: &AtomicBool,
-    ) -> Result<Result<PooledResponse, PoolError>, h2::Error> {
+    ) -> Result<Result<PooledResponse, PoolError>, http2::Error> {
         let label = self.shared.label;
         let response = self.start(req, body).await?;
         sent.store(true, Relaxed);
         let response = match response.await {
             Ok(response) => response,
+            Err(http2::Error::BodyTooLarge(max)) => {
+                let reason = format!("response body over {max} bytes");
+                return Ok(Err(PoolError::Body { label, reason }));
+            }
             Err(source) => {
                 let failure = error::classify(&source);
                 if failure.connection_level {
@@ -256,26 +260,21 @@ impl Stream<'_> {
             }
         };
         self.conn.on_response();
-        let (head, body) = response.into_parts();
-        let body = match read_body(body).await {
-            Err(reason) => return Ok(Err(PoolError::Body { label, reason })),
-            Ok(body) => body,
-        };
         Ok(Ok(PooledResponse {
-            status: head.status,
-            headers: head.headers,
-            body,
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
             conn_id: self.conn.id,
         }))
     }
 
-    /// Opens the stream and queues the body. An error here means nothing
+    /// Puts the request on the connection. An error here means nothing
     /// was sent (the connection is closing or gone): drain it and retry.
     async fn start(
         &self,
         req: Request<()>,
         body: Bytes,
-    ) -> Result<h2::client::ResponseFuture, h2::Error> {
+    ) -> Result<http2::ResponseFuture, http2::Error> {
         if self.conn.idle() {
             // One scheduler turn first, so that the driver of an idle
             // connection reads a close by the peer before this request goes
@@ -283,39 +282,16 @@ impl Stream<'_> {
             // A busy connection's driver is running anyway: no cost under load.
             tokio::task::yield_now().await;
         }
-        let started = async {
-            let mut sender = self.conn.sender().ready().await?;
-            let end = body.is_empty();
-            let (response, mut stream) = sender.send_request(req, end)?;
-            if !end {
-                stream.send_data(body, true)?;
-            }
-            Ok(response)
-        };
-        let result = started.await;
+        let (parts, ()) = req.into_parts();
+        let result = self
+            .conn
+            .sender()
+            .send(&parts.method, &parts.uri, &parts.headers, body);
         if result.is_err() {
             self.conn.drain();
         }
         result
     }
-}
-
-/// Collects a response body (at most [`MAX_RESPONSE_BODY`] bytes), giving
-/// the flow-control window back as it goes.
-async fn read_body(mut body: RecvStream) -> Result<Bytes, String> {
-    if body.is_end_stream() {
-        return Ok(Bytes::new());
-    }
-    let mut out = BytesMut::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        if out.len() + chunk.len() > MAX_RESPONSE_BODY {
-            return Err(format!("response body over {MAX_RESPONSE_BODY} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.freeze())
 }
 
 impl Drop for Stream<'_> {

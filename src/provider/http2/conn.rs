@@ -169,11 +169,14 @@ struct State {
     next_ping: u64,
     /// A header block being continued: stream, block so far, END_STREAM.
     continuation: Option<(u32, Vec<u8>, bool)>,
+    /// The peer's first SETTINGS arrived.
+    settled: bool,
 }
 
 struct Inner {
     state: Mutex<State>,
-    /// SETTINGS_MAX_CONCURRENT_STREAMS of the peer (usize::MAX: none given).
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of the peer: 1 until its first
+    /// SETTINGS, then its value (`usize::MAX`: none given).
     max_streams: AtomicUsize,
     max_body: usize,
 }
@@ -234,10 +237,13 @@ pub fn handshake<T>(io: T, max_body: usize) -> (Client, Connection<T>) {
         pongs: Vec::new(),
         next_ping: 1,
         continuation: None,
+        settled: false,
     };
     let inner = Arc::new(Inner {
         state: Mutex::new(state),
-        max_streams: AtomicUsize::new(usize::MAX),
+        // One stream until the peer's SETTINGS say more: never burst on a
+        // fresh connection.
+        max_streams: AtomicUsize::new(1),
         max_body,
     });
     let client = Client {
@@ -267,7 +273,8 @@ fn indexing(name: &HeaderName, value: &HeaderValue) -> Indexing {
 }
 
 impl Client {
-    /// The peer's current stream limit (`usize::MAX` until it sets one).
+    /// The peer's current stream limit: 1 until its first SETTINGS, then
+    /// its SETTINGS_MAX_CONCURRENT_STREAMS (`usize::MAX` when it sets none).
     pub fn max_concurrent_streams(&self) -> usize {
         self.inner.max_streams.load(Relaxed)
     }
@@ -667,6 +674,10 @@ fn on_frame(inner: &Inner, st: &mut State, f: Frame, wake: &mut Vec<Waker>) {
 }
 
 fn on_settings(inner: &Inner, st: &mut State, params: &[(u16, u32)], wake: &mut Vec<Waker>) {
+    if !st.settled {
+        st.settled = true;
+        inner.max_streams.store(usize::MAX, Relaxed);
+    }
     for &(id, value) in params {
         match id {
             setting::HEADER_TABLE_SIZE => st.enc.set_peer_limit(value as usize),
