@@ -141,6 +141,17 @@ fn headers(id: usize) -> HeaderMap {
     h
 }
 
+/// Puts a request on the connection (not awaited).
+fn open(c: &Client, path: &str, id: usize, body: &'static [u8]) -> conn::ResponseFuture {
+    c.send(
+        &Method::POST,
+        &uri(path),
+        &headers(id),
+        Bytes::from_static(body),
+    )
+    .unwrap()
+}
+
 async fn post(c: &Client, path: &str, id: usize, body: Vec<u8>) -> Result<conn::Response, Error> {
     c.send(&Method::POST, &uri(path), &headers(id), Bytes::from(body))?
         .await
@@ -248,24 +259,8 @@ async fn goaway_finishes_what_was_sent_and_refuses_the_rest() {
         ..Opts::default()
     })
     .await;
-    let slow = s
-        .client
-        .send(
-            &Method::POST,
-            &uri("/x"),
-            &headers(1),
-            Bytes::from_static(b"a"),
-        )
-        .unwrap();
-    let trigger = s
-        .client
-        .send(
-            &Method::POST,
-            &uri("/goaway"),
-            &headers(2),
-            Bytes::from_static(b"b"),
-        )
-        .unwrap();
+    let slow = open(&s.client, "/x", 1, b"a");
+    let trigger = open(&s.client, "/goaway", 2, b"b");
     assert_eq!(
         slow.await.unwrap().status,
         200,
@@ -296,15 +291,7 @@ async fn a_waiter_that_gives_up_resets_its_stream() {
         ..Opts::default()
     })
     .await;
-    let f = s
-        .client
-        .send(
-            &Method::POST,
-            &uri("/x"),
-            &headers(1),
-            Bytes::from_static(b"a"),
-        )
-        .unwrap();
+    let f = open(&s.client, "/x", 1, b"a");
     assert!(tokio::time::timeout(Duration::from_millis(100), f)
         .await
         .is_err());
@@ -330,15 +317,7 @@ async fn a_vanished_server_fails_what_is_in_flight() {
         ..Opts::default()
     })
     .await;
-    let f = s
-        .client
-        .send(
-            &Method::POST,
-            &uri("/x"),
-            &headers(1),
-            Bytes::from_static(b"a"),
-        )
-        .unwrap();
+    let f = open(&s.client, "/x", 1, b"a");
     tokio::time::sleep(Duration::from_millis(100)).await;
     s.server.abort();
     let e = tokio::time::timeout(Duration::from_secs(5), f)

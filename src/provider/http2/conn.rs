@@ -46,6 +46,8 @@ const MAX_WINDOW: i64 = (1 << 31) - 1;
 const READ_CHUNK: usize = 16 * 1024;
 /// Rounds of the connection task before it yields to other tasks.
 const ROUNDS: usize = 32;
+/// Largest response header block (HEADERS and its CONTINUATIONs).
+const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
 /// Why a request or the connection failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -285,8 +287,10 @@ impl Client {
         st.closed.is_some() || st.goaway.is_some()
     }
 
-    /// Puts a request on the connection. `uri` must be absolute. An error
-    /// here means nothing was sent.
+    /// Puts a request on the connection. `uri` must be absolute, and
+    /// `headers` free of HTTP/1 connection headers (`connection`,
+    /// `transfer-encoding`, ...: RFC 9113 §8.2.2), as the providers' are.
+    /// An error here means nothing was sent.
     pub fn send(
         &self,
         method: &Method,
@@ -632,6 +636,10 @@ fn on_frame(inner: &Inner, st: &mut State, f: Frame, wake: &mut Vec<Waker>) {
                 let what = "CONTINUATION without HEADERS".to_string();
                 return fail(st, code::PROTOCOL_ERROR, what, wake);
             };
+            if whole.len() + block.len() > MAX_HEADER_BLOCK {
+                let what = format!("a header block over {MAX_HEADER_BLOCK} bytes");
+                return fail(st, code::PROTOCOL_ERROR, what, wake);
+            }
             whole.extend_from_slice(&block);
             if end_headers {
                 on_block(st, stream, &whole, end_stream, wake);
@@ -923,5 +931,100 @@ impl<T> Connection<T> {
         close(&mut self.inner.lock(), why, &mut wake);
         wake.into_iter().for_each(Waker::wake);
         Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// A client on one end of a pipe; the test plays the server on the other.
+    fn pair() -> (Client, Connection<DuplexStream>, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (client, conn) = handshake(ours, 1 << 20);
+        (client, conn, theirs)
+    }
+
+    fn get(client: &Client) -> ResponseFuture {
+        let uri: Uri = "https://api.example/x".parse().unwrap();
+        client
+            .send(&Method::GET, &uri, &HeaderMap::new(), Bytes::new())
+            .unwrap()
+    }
+
+    /// Runs the connection until it ends; returns how.
+    async fn end_of(conn: Connection<DuplexStream>) -> Result<(), Error> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), conn)
+            .await
+            .expect("the connection ends")
+    }
+
+    #[tokio::test]
+    async fn server_push_is_a_protocol_error() {
+        let (client, conn, mut server) = pair();
+        let pending = get(&client);
+        let mut out = BytesMut::new();
+        frame::write_settings(&mut out, &[]);
+        // PUSH_PROMISE (type 5) on stream 1, promising stream 2.
+        out.extend_from_slice(&[0, 0, 5, 5, 4, 0, 0, 0, 1, 0, 0, 0, 2, 0x82]);
+        server.write_all(&out).await.unwrap();
+        let ended = end_of(conn).await;
+        assert!(matches!(ended, Err(Error::Protocol(_))), "{ended:?}");
+        assert!(matches!(pending.await, Err(Error::Protocol(_))));
+        // Our GOAWAY(PROTOCOL_ERROR) went out after the preface.
+        let mut seen = Vec::new();
+        server.read_to_end(&mut seen).await.unwrap();
+        let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(seen.windows(goaway.len()).any(|w| w == goaway), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn an_endless_header_block_is_refused() {
+        let (client, conn, mut server) = pair();
+        let pending = get(&client);
+        let mut out = BytesMut::new();
+        frame::write_settings(&mut out, &[]);
+        let chunk = vec![0x82u8; 16_000];
+        frame::write_headers(&mut out, 1, &chunk, true, 16_000);
+        // Drop END_HEADERS from that HEADERS frame, then continue forever.
+        out[9 + 4] &= !0x4;
+        for _ in 0..5 {
+            out.extend_from_slice(&[0, 0x3e, 0x80, 9, 0, 0, 0, 0, 1]);
+            out.extend_from_slice(&chunk);
+        }
+        server.write_all(&out).await.unwrap();
+        let ended = end_of(conn).await;
+        assert!(
+            matches!(&ended, Err(Error::Protocol(w)) if w.contains("header block")),
+            "{ended:?}"
+        );
+        assert!(pending.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn headers_on_a_stream_never_opened_are_a_protocol_error() {
+        let (_client, conn, mut server) = pair();
+        let mut out = BytesMut::new();
+        frame::write_headers(&mut out, 3, &[0x88], true, 16_384);
+        server.write_all(&out).await.unwrap();
+        assert!(matches!(end_of(conn).await, Err(Error::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn informational_answers_are_skipped() {
+        let (client, conn, mut server) = pair();
+        let driver = tokio::spawn(conn);
+        let pending = get(&client);
+        let mut out = BytesMut::new();
+        frame::write_settings(&mut out, &[]);
+        // :status 100 (literal, name index 8), then :status 200 with a body.
+        frame::write_headers(&mut out, 1, &[0x08, 3, b'1', b'0', b'0'], false, 16_384);
+        frame::write_headers(&mut out, 1, &[0x88], false, 16_384);
+        frame::write_data(&mut out, 1, b"ok", true, 16_384);
+        server.write_all(&out).await.unwrap();
+        let r = pending.await.unwrap();
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
+        driver.abort();
     }
 }

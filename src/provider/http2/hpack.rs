@@ -396,15 +396,8 @@ impl Encoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hex;
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     fn fields(d: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
         let mut out = Vec::new();
@@ -515,24 +508,16 @@ mod tests {
     fn a_smaller_peer_table_is_announced_and_followed() {
         let mut e = Encoder::default();
         let mut d = Decoder::default();
-        let mut block = Vec::new();
-        e.begin(&mut block);
-        e.field(
-            b"apns-topic",
-            b"com.example.shop",
-            Indexing::Incremental,
-            &mut block,
-        );
-        fields(&mut d, &block).unwrap();
+        let topic = |e: &mut Encoder| {
+            let mut block = Vec::new();
+            e.begin(&mut block);
+            let (name, value) = (b"apns-topic", b"com.example.shop");
+            e.field(name, value, Indexing::Incremental, &mut block);
+            block
+        };
+        fields(&mut d, &topic(&mut e)).unwrap();
         e.set_peer_limit(0);
-        let mut block = Vec::new();
-        e.begin(&mut block);
-        e.field(
-            b"apns-topic",
-            b"com.example.shop",
-            Indexing::Incremental,
-            &mut block,
-        );
+        let block = topic(&mut e);
         assert_eq!(block[0], 0x20, "size update to 0 first");
         let got = fields(&mut d, &block).unwrap();
         assert_eq!(got, [("apns-topic".into(), "com.example.shop".into())]);

@@ -111,6 +111,7 @@ pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), HuffmanError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hex;
     use super::*;
 
     /// The RFC's codes of a few symbols (Appendix B), rebuilt from the lengths.
@@ -132,14 +133,6 @@ mod tests {
             "10, 13, 22 and EOS share length 30"
         );
         assert_eq!(t.count[30], 4);
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     /// RFC 7541 Appendix C.4 and C.6.

@@ -14,3 +14,13 @@ pub mod conn;
 pub mod frame;
 pub mod hpack;
 pub mod huffman;
+
+/// Bytes from hex digits (spaces ignored): the RFCs' test vectors.
+#[cfg(test)]
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
