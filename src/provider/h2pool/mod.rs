@@ -187,10 +187,7 @@ impl H2Pool {
             let (mut parts, body) = make().into_parts();
             parts.uri = shared.absolute_uri(parts.uri)?;
             let stream = shared.acquire(&epoch).await?;
-            match stream
-                .exchange(Request::from_parts(parts, ()), body, &epoch)
-                .await
-            {
+            match stream.exchange(&parts, body, &epoch).await {
                 Ok(result) => return result,
                 Err(last) if attempts >= MAX_ATTEMPTS => {
                     return Err(PoolError::Refused {

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::uri::{Authority, Scheme};
-use http::{Request, Uri};
+use http::Uri;
 use rustls_pki_types::ServerName;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsConnector;
@@ -216,7 +217,7 @@ impl Stream<'_> {
     /// own timer is that shared epoch.
     pub(super) async fn exchange(
         self,
-        req: Request<()>,
+        req: &Parts,
         body: Bytes,
         deadline: &Epoch,
     ) -> Result<Result<PooledResponse, PoolError>, http2::Error> {
@@ -235,7 +236,7 @@ impl Stream<'_> {
     /// request is on the connection.
     async fn run(
         &self,
-        req: Request<()>,
+        req: &Parts,
         body: Bytes,
         sent: &AtomicBool,
     ) -> Result<Result<PooledResponse, PoolError>, http2::Error> {
@@ -270,11 +271,7 @@ impl Stream<'_> {
 
     /// Puts the request on the connection. An error here means nothing
     /// was sent (the connection is closing or gone): drain it and retry.
-    async fn start(
-        &self,
-        req: Request<()>,
-        body: Bytes,
-    ) -> Result<http2::ResponseFuture, http2::Error> {
+    async fn start(&self, req: &Parts, body: Bytes) -> Result<http2::ResponseFuture, http2::Error> {
         if self.conn.idle() {
             // One scheduler turn first, so that the driver of an idle
             // connection reads a close by the peer before this request goes
@@ -282,11 +279,10 @@ impl Stream<'_> {
             // A busy connection's driver is running anyway: no cost under load.
             tokio::task::yield_now().await;
         }
-        let (parts, ()) = req.into_parts();
         let result = self
             .conn
             .sender()
-            .send(&parts.method, &parts.uri, &parts.headers, body);
+            .send(&req.method, &req.uri, &req.headers, body);
         if result.is_err() {
             self.conn.drain();
         }

@@ -173,6 +173,8 @@ struct State {
     continuation: Option<(u32, Vec<u8>, bool)>,
     /// The peer's first SETTINGS arrived.
     settled: bool,
+    /// The header block being encoded, kept for the next request.
+    block: Vec<u8>,
 }
 
 struct Inner {
@@ -240,6 +242,7 @@ pub fn handshake<T>(io: T, max_body: usize) -> (Client, Connection<T>) {
         next_ping: 1,
         continuation: None,
         settled: false,
+        block: Vec::new(),
     };
     let inner = Arc::new(Inner {
         state: Mutex::new(state),
@@ -304,7 +307,6 @@ impl Client {
             .ok_or(Error::Invalid("no authority"))?
             .as_str();
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut block = Vec::with_capacity(64 + path.len());
         let mut st = self.inner.lock();
         if let Some(e) = &st.closed {
             return Err(e.clone());
@@ -323,6 +325,8 @@ impl Client {
         }
         let id = st.next_id;
         st.next_id += 2;
+        let mut block = std::mem::take(&mut st.block);
+        block.clear();
         st.enc.begin(&mut block);
         let enc = &mut st.enc;
         enc.field(
@@ -351,6 +355,7 @@ impl Client {
         let max_frame = st.peer_max_frame;
         let end = body.is_empty();
         frame::write_headers(&mut st.out, id, &block, end, max_frame);
+        st.block = block;
         let slot = Slot {
             send_window: st.peer_initial_window,
             unsent: body,

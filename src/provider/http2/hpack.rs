@@ -376,6 +376,9 @@ impl Encoder {
                 if name_index == 0 {
                     name_index = i + 1;
                 }
+            } else if name_index != 0 {
+                // A name's entries are consecutive: no exact match further on.
+                break;
             }
         }
         let (prefix, flags) = match how {
