@@ -51,11 +51,16 @@ pub struct DeviceThrottle {
     pub max_wait: Duration,
     /// After APNs 429 TooManyRequests, the device is left alone this long.
     pub hold: Duration,
-    /// Above this many tracked devices, idle keys are reclaimed at once.
+    /// Devices the limiter's table holds (16 bytes each, set aside at
+    /// start); beyond, the device closest to a full bucket is forgotten.
     pub max_keys: usize,
-    /// How often idle device keys are reclaimed (`retain_recent` + `shrink_to_fit`).
+    /// How often the slots of devices whose bucket is full again are
+    /// counted and freed (the `pushgate_throttle_device_keys` gauge).
     pub reclaim_every: Duration,
 }
+
+/// Most devices `[throttle.device] max_keys` may ask for: 1.6 GB of table.
+pub const MAX_DEVICE_KEYS: usize = 100_000_000;
 
 /// `[throttle]`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -376,6 +381,12 @@ fn build_device(d: RawDevice, p: &mut Problems<'_>) -> DeviceThrottle {
     };
     if device.burst == 0 || device.max_keys == 0 {
         p.push("throttle.device", "burst and max_keys must be >= 1");
+    }
+    if device.per_minute > 0 && device.max_keys > MAX_DEVICE_KEYS {
+        p.push(
+            "throttle.device.max_keys",
+            format!("at most {MAX_DEVICE_KEYS} (16 bytes each, set aside at start)"),
+        );
     }
     device
 }

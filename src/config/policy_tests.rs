@@ -101,3 +101,22 @@ fn lists_every_problem_with_its_key() {
     assert!(toml::from_str::<RawThrottle>("rate = 3").is_err());
     assert!(toml::from_str::<RawPolicy>("probe = \"1s\"").is_err());
 }
+
+#[test]
+fn the_device_table_has_a_ceiling() {
+    let build_device = |toml_text: &str| {
+        let raw: RawThrottle = toml::from_str(toml_text).unwrap();
+        build(raw, RawPolicy::default(), &["shop"])
+    };
+    let over = build_device("[device]\nmax_keys = 100000001").unwrap_err();
+    assert!(
+        over.iter()
+            .any(|(k, m)| k == "throttle.device.max_keys" && m.contains("16 bytes")),
+        "{over:?}"
+    );
+    assert!(build_device("[device]\nmax_keys = 100000000").is_ok());
+    assert!(
+        build_device("[device]\nper_minute = 0\nmax_keys = 100000001").is_ok(),
+        "no table without a device limit"
+    );
+}

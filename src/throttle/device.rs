@@ -1,29 +1,35 @@
-//! Per-device-token buckets, keyed by a 64-bit hash of the token (about
-//! 30 bytes per key), sharded to keep lock contention low; idle keys are
-//! reclaimed with governor's `retain_recent` + `shrink_to_fit`. Devices
-//! APNs answered 429 TooManyRequests are held (left alone) for a while.
+//! Per-device-token buckets (GCRA, as governor's keyed limiters compute
+//! them), keyed by a 64-bit hash of the token, in one fixed table: at most
+//! `max_keys` devices at 16 bytes each, set aside when the gateway starts
+//! and resident as devices are seen. Memory neither grows with traffic nor
+//! moves with it: the hash maps of governor's keyed limiters doubled under
+//! a burst of new tokens and kept that size (the soak's RSS stepped up by
+//! 17 MB mid-run, docs/benchmarks.md round 18).
+//!
+//! The table is cut into sets of [`WAYS`] slots; a device lives in the set
+//! its key picks. A device whose bucket is full again is indistinguishable
+//! from one never seen, so its slot is free for the next device. When every
+//! slot of a set holds a device still paying off a burst, the one closest
+//! to a full bucket is forgotten (its next send finds a full bucket) and
+//! counted; `reclaim` says so in the log.
+//!
+//! Devices APNs answered 429 TooManyRequests are held (left alone) for a
+//! while, in a small map of their own.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::HashMapStateStore;
-use governor::{Quota, RateLimiter};
-
 use super::clock::NanoClock;
 use crate::config::policy::DeviceThrottle;
-use crate::policy::keys::{FxBuild, KeyMap};
+use crate::policy::keys::KeyMap;
 
-type Keyed<C> = RateLimiter<u64, HashMapStateStore<u64, FxBuild>, C, NoOpMiddleware<Nanos>>;
-
+/// Locks over the table (a device's shard is picked by its key's top bits).
 const SHARDS: usize = 16;
+/// Slots a device may take in its shard: the ones of its set.
+pub const WAYS: usize = 8;
 /// Most devices held at once after a 429 (beyond, new holds are skipped).
 const MAX_HOLDS: usize = 100_000;
-/// Check the key count every this many lookups.
-const CHECK_EVERY: u64 = 4096;
 
 /// What a device's bucket says about sending now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,16 +43,36 @@ pub enum DeviceTurn {
     Defer(Duration),
 }
 
+/// One slot: `[device key, theoretical arrival time]`, the time in
+/// nanoseconds on the limiter's clock. A time of 0 marks a free slot (a
+/// device's time is never 0: taking a cell sets it past the clock).
+type Slot = [u64; 2];
+
+struct Shard {
+    slots: Box<[Slot]>,
+    /// Slots holding a device.
+    used: usize,
+}
+
 pub struct Devices<C: NanoClock> {
-    shards: Vec<Keyed<C>>,
+    shards: Box<[Mutex<Shard>]>,
+    /// Sets per shard.
+    sets: u64,
+    /// Nanoseconds a cell takes to come back (60 s / per_minute).
+    period: u64,
+    /// How far ahead of the clock a device's time may run: (burst - 1)
+    /// cells.
+    tolerance: u64,
     holds: Mutex<KeyMap<u64>>,
     /// `holds.len()`, readable without the lock: almost always 0, and then
     /// a lookup skips the lock.
     held: AtomicUsize,
     clock: C,
     max_wait: Duration,
-    max_keys: usize,
-    lookups: AtomicU64,
+    /// Devices forgotten while still paying off a burst (a full set).
+    forgotten: AtomicU64,
+    /// `forgotten` at the last `reclaim`.
+    reported: AtomicU64,
 }
 
 impl<C: NanoClock> Devices<C> {
@@ -56,55 +82,109 @@ impl<C: NanoClock> Devices<C> {
             return None;
         }
         let period = Duration::from_secs(60) / cfg.per_minute;
-        let burst = NonZeroU32::new(cfg.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let q = Quota::with_period(period)?.allow_burst(burst);
+        let period = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let sets = cfg.max_keys.div_ceil(SHARDS * WAYS).max(1);
         let shards = (0..SHARDS)
             .map(|_| {
-                RateLimiter::hashmap_with_clock_and_hasher(q, clock.clone(), FxBuild::default())
+                Mutex::new(Shard {
+                    // All zeros: allocated zeroed, so a page of the table
+                    // becomes resident only when a device is written to it.
+                    slots: vec![[0u64; 2]; sets * WAYS].into_boxed_slice(),
+                    used: 0,
+                })
             })
             .collect();
         Some(Devices {
             shards,
+            sets: sets as u64,
+            period,
+            tolerance: period.saturating_mul(u64::from(cfg.burst.max(1) - 1)),
             holds: Mutex::new(KeyMap::default()),
             held: AtomicUsize::new(0),
             clock,
             max_wait: cfg.max_wait,
-            max_keys: cfg.max_keys,
-            lookups: AtomicU64::new(0),
+            forgotten: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
         })
     }
 
-    fn shard(&self, key: u64) -> &Keyed<C> {
-        &self.shards[(key >> 60) as usize % SHARDS]
+    fn now(&self) -> u64 {
+        self.clock.now().as_u64()
+    }
+
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[(key >> 60) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The first slot of `key`'s set in its shard (the key's low 32 bits
+    /// scaled to the set count).
+    fn set_start(&self, key: u64) -> usize {
+        let set = (u64::from(key as u32) * self.sets) >> 32;
+        set as usize * WAYS
+    }
+
+    /// Most devices the table can hold.
+    pub fn capacity(&self) -> usize {
+        self.sets as usize * WAYS * SHARDS
     }
 
     /// Asks the bucket of device `key` for a cell.
     pub fn turn(&self, key: u64) -> DeviceTurn {
-        if self.lookups.fetch_add(1, Ordering::Relaxed) % CHECK_EVERY == CHECK_EVERY - 1
-            && self.len() > self.max_keys
-        {
-            self.reclaim();
-        }
         if let Some(left) = self.held_for(key) {
             return DeviceTurn::Defer(left);
         }
-        match self.shard(key).check_key(&key) {
-            Ok(_) => DeviceTurn::Now,
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                if wait > self.max_wait {
-                    DeviceTurn::Defer(wait)
-                } else {
-                    DeviceTurn::Wait(wait)
-                }
+        let now = self.now();
+        let start = self.set_start(key);
+        let mut shard = self.shard(key);
+        let Shard { slots, used } = &mut *shard;
+        let set = &mut slots[start..start + WAYS];
+        // The device's slot, or else the slot whose time is earliest: a
+        // free one, then one whose bucket is full again, then the device
+        // closest to a full bucket.
+        let mut at = 0;
+        let mut found = false;
+        for (i, slot) in set.iter().enumerate() {
+            if slot[0] == key && slot[1] != 0 {
+                at = i;
+                found = true;
+                break;
+            }
+            if slot[1] < set[at][1] {
+                at = i;
             }
         }
+        let slot = &mut set[at];
+        if !found {
+            match slot[1] {
+                0 => *used += 1,
+                t if t > now => {
+                    self.forgotten.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            *slot = [key, 0];
+        }
+        // GCRA: a device never seen (or whose time has passed) is at `now`.
+        let tat = slot[1].max(now);
+        let earliest = tat - self.tolerance.min(tat);
+        if now < earliest {
+            let wait = Duration::from_nanos(earliest - now);
+            return if wait > self.max_wait {
+                DeviceTurn::Defer(wait)
+            } else {
+                DeviceTurn::Wait(wait)
+            };
+        }
+        slot[1] = tat.saturating_add(self.period);
+        DeviceTurn::Now
     }
 
     /// Leaves device `key` alone for `d` (after APNs 429 TooManyRequests).
     pub fn hold(&self, key: u64, d: Duration) {
         let d = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
-        let until = self.clock.now().as_u64().saturating_add(d);
+        let until = self.now().saturating_add(d);
         let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
         if holds.len() < MAX_HOLDS || holds.contains_key(&key) {
             let slot = holds.entry(key).or_insert(0);
@@ -119,39 +199,58 @@ impl<C: NanoClock> Devices<C> {
         }
         let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
         let until = *holds.get(&key)?;
-        let now = self.clock.now().as_u64();
+        let now = self.now();
         (until > now).then(|| Duration::from_nanos(until - now))
     }
 
-    /// Forgets idle device keys and expired holds; returns the keys left.
-    /// A shard's table is shrunk only when it lost most of its keys: under
-    /// steady traffic each pass drops about half (the keys older than a
-    /// bucket's refill), and shrinking then would only regrow it at once,
-    /// rehashing every key (a campaign of distinct tokens saw that cost).
+    /// Frees the slots of devices whose bucket is full again and forgets
+    /// expired holds; returns the devices left. Says in the log how many
+    /// devices a full set made it forget since the last call.
     pub fn reclaim(&self) -> usize {
-        for s in &self.shards {
-            let before = s.len();
-            s.retain_recent();
-            if s.len() < before / 4 {
-                s.shrink_to_fit();
+        let now = self.now();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let Shard { slots, used } = &mut *shard;
+            for slot in slots.iter_mut() {
+                if slot[1] != 0 && slot[1] <= now {
+                    *slot = [0, 0];
+                    *used -= 1;
+                }
             }
         }
-        let now = self.clock.now().as_u64();
         let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
         holds.retain(|_, until| *until > now);
         holds.shrink_to_fit();
         self.held.store(holds.len(), Ordering::Relaxed);
         drop(holds);
+        let forgotten = self.forgotten.load(Ordering::Relaxed);
+        let new = forgotten.saturating_sub(self.reported.swap(forgotten, Ordering::Relaxed));
+        if new > 0 {
+            tracing::warn!(
+                forgotten = new,
+                capacity = self.capacity(),
+                "device limiter full: devices still paying off a burst were forgotten \
+                 (raise [throttle.device] max_keys)"
+            );
+        }
         self.len()
     }
 
-    /// Device keys tracked now.
+    /// Devices in the table now (their slots are freed by `reclaim`).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(RateLimiter::len).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).used)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Devices forgotten so far because their set was full.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten.load(Ordering::Relaxed)
     }
 }
 
@@ -217,5 +316,63 @@ mod tests {
             FakeRelativeClock::default()
         )
         .is_none());
+    }
+
+    fn small(max_keys: usize, burst: u32) -> Devices<FakeRelativeClock> {
+        let cfg = DeviceThrottle {
+            per_minute: 60,
+            burst,
+            max_keys,
+            ..ThrottleConfig::default().device
+        };
+        Devices::new(&cfg, FakeRelativeClock::default()).unwrap()
+    }
+
+    #[test]
+    fn the_table_never_grows_past_its_capacity() {
+        let d = small(1000, 5);
+        assert_eq!(d.capacity(), 1024, "1,000 rounded up to whole sets");
+        for key in 0..100_000u64 {
+            let key = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            assert_eq!(
+                d.turn(key),
+                DeviceTurn::Now,
+                "a new device has a full bucket"
+            );
+        }
+        assert!(d.len() <= d.capacity(), "{} devices", d.len());
+        assert!(d.len() > 1000 * 9 / 10, "the slots are used: {}", d.len());
+        assert_eq!(d.forgotten(), 100_000 - d.len() as u64);
+        assert_eq!(d.reclaim(), d.len(), "all still paying off their cell");
+        d.clock.advance(Duration::from_secs(1));
+        assert_eq!(d.reclaim(), 0);
+        assert_eq!(d.forgotten(), 100_000 - 1024, "nothing forgotten twice");
+    }
+
+    #[test]
+    fn a_full_set_forgets_the_device_closest_to_a_full_bucket() {
+        // One set of 8 slots per shard; keys 1..=9 share shard 0's.
+        let d = small(1, 2);
+        assert_eq!(d.turn(1), DeviceTurn::Now);
+        assert_eq!(d.turn(1), DeviceTurn::Now);
+        assert_eq!(d.turn(1), DeviceTurn::Wait(Duration::from_secs(1)));
+        for key in 2..=8 {
+            assert_eq!(d.turn(key), DeviceTurn::Now);
+        }
+        assert_eq!((d.len(), d.forgotten()), (8, 0));
+        d.clock.advance(Duration::from_millis(500));
+        assert_eq!(d.turn(9), DeviceTurn::Now, "takes device 2's slot");
+        assert_eq!((d.len(), d.forgotten()), (8, 1));
+        assert_eq!(
+            d.turn(1),
+            DeviceTurn::Wait(Duration::from_millis(500)),
+            "device 1 kept its debt"
+        );
+        assert_eq!(d.turn(3), DeviceTurn::Now, "device 3 is still known");
+        assert_eq!(d.turn(3), DeviceTurn::Wait(Duration::from_millis(500)));
+        // A device whose bucket is full again gives its slot up quietly.
+        d.clock.advance(Duration::from_millis(600));
+        assert_eq!(d.turn(10), DeviceTurn::Now);
+        assert_eq!((d.len(), d.forgotten()), (8, 1));
     }
 }

@@ -1,6 +1,7 @@
-//! Token buckets (governor) that pace deliveries: per app and provider (with
-//! adaptive slowdown after quota answers), per campaign (the job's
-//! `throttle`), and per device token. Generic over the clock so that tests
+//! Token buckets that pace deliveries: per app and provider (with adaptive
+//! slowdown after quota answers) and per campaign (the job's `throttle`) on
+//! governor, and per device token in a fixed table of our own
+//! ([`device`]). Generic over the clock so that tests
 //! run on governor's fake clock or paused tokio time.
 //!
 //! A delivery passes the device bucket, then the campaign bucket, then the
