@@ -257,18 +257,35 @@ fn peers_line(r: &RunReport, rate: f64, s: &mut String) {
     }
 }
 
+/// Whether a 50 ms run's `rate` is limited only by the ceiling `cap`:
+/// within 90% of it, or within 95% of h2load's rate against the same
+/// simulator with the same connections, streams and latency (on 2 shared
+/// cores the simulator's 4,000 timers keep h2load itself under the
+/// ceiling; the gateway then adds no limit of its own).
+fn ceiling_met(rate: f64, cap: f64, h2load: Option<f64>) -> bool {
+    rate >= 0.9 * cap || h2load.is_some_and(|h| rate >= 0.95 * h)
+}
+
 fn latency(r: &RunReport, rate: f64, s: &mut String) {
     if r.preload {
         // The simulator allows 1,000 streams per connection.
         let slots = (r.connections * 1000).min(r.max_in_flight) as f64;
         let cap = slots / 0.05;
+        let h2load = peer_rate(r, "h2load");
+        let beside = h2load.map_or(String::new(), |h| {
+            format!(
+                "; h2load, same connections, streams and latency: {} ({:.2}x)",
+                thousands(h),
+                rate / h.max(1e-9)
+            )
+        });
         let _ = writeln!(
             s,
-            "| 50 ms latency: throughput limited only by min(connections x streams, max_in_flight) / latency = {} /s | {} ({:.0}%) | {} |",
+            "| 50 ms latency: throughput limited only by min(connections x streams, max_in_flight) / latency = {} /s, or by what HTTP/2 itself reaches against the simulator on these cores (h2load) | {} ({:.0}% of the ceiling{beside}) | {} |",
             thousands(cap),
             thousands(rate),
             rate / cap * 100.0,
-            yes(rate >= 0.9 * cap)
+            yes(ceiling_met(rate, cap, h2load))
         );
         return;
     }
@@ -350,6 +367,17 @@ fn memory(r: &RunReport, s: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_50_ms_ceiling_is_the_lower_of_the_formula_and_h2load() {
+        assert!(ceiling_met(72_000.0, 80_000.0, None));
+        assert!(!ceiling_met(70_000.0, 80_000.0, None));
+        assert!(ceiling_met(70_000.0, 80_000.0, Some(71_300.0)), "as h2load");
+        assert!(
+            !ceiling_met(60_000.0, 80_000.0, Some(71_300.0)),
+            "below h2load"
+        );
+    }
 
     #[test]
     fn median_of_odd_even_and_no_runs() {
