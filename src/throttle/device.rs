@@ -260,14 +260,27 @@ mod tests {
     use crate::config::ThrottleConfig;
     use governor::clock::FakeRelativeClock;
 
-    fn devices(per_minute: u32, burst: u32, max_wait: Duration) -> Devices<FakeRelativeClock> {
+    /// Devices on a fake clock: `per_minute`, `burst`, `max_wait`, and
+    /// `max_keys` (the default when `None`).
+    fn table(
+        per_minute: u32,
+        burst: u32,
+        max_wait: Duration,
+        max_keys: Option<usize>,
+    ) -> Devices<FakeRelativeClock> {
+        let default = ThrottleConfig::default().device;
         let cfg = DeviceThrottle {
             per_minute,
             burst,
             max_wait,
-            ..ThrottleConfig::default().device
+            max_keys: max_keys.unwrap_or(default.max_keys),
+            ..default
         };
         Devices::new(&cfg, FakeRelativeClock::default()).unwrap()
+    }
+
+    fn devices(per_minute: u32, burst: u32, max_wait: Duration) -> Devices<FakeRelativeClock> {
+        table(per_minute, burst, max_wait, None)
     }
 
     #[test]
@@ -319,13 +332,7 @@ mod tests {
     }
 
     fn small(max_keys: usize, burst: u32) -> Devices<FakeRelativeClock> {
-        let cfg = DeviceThrottle {
-            per_minute: 60,
-            burst,
-            max_keys,
-            ..ThrottleConfig::default().device
-        };
-        Devices::new(&cfg, FakeRelativeClock::default()).unwrap()
+        table(60, burst, Duration::from_secs(2), Some(max_keys))
     }
 
     #[test]
