@@ -178,6 +178,9 @@ fn latency(c: &Common, k: f64) -> Vec<RunArgs> {
     l.preload = false;
     // Half the throughput the run before measured (set in `run`).
     l.rate = -0.5;
+    // The broker's own round trip for the same jobs at the same rate: one
+    // 50 ms wait and one result message of 500 entries per job.
+    l.baselines = vec![Baseline::Echo];
     l.duration = Some(Duration::from_secs_f64((20.0 * k).max(5.0)));
     let mut one = base(&one_thread(&common), 0.0, 1);
     one.latency = "50ms".into();
