@@ -188,8 +188,16 @@ async fn sigterm_mid_run(global: &[&str]) {
         .await
         .unwrap();
     let mut finals: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Entries that were not final (retrying), kept to explain a failure.
+    let mut others: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut add = |data: &[u8]| {
         let msg: ResultMessage = serde_json::from_slice(data).unwrap();
+        for e in msg.results.iter().filter(|e| !e.is_final()) {
+            others.entry(e.job_id.clone()).or_default().push(format!(
+                "{:?} {:?} {:?} {:?}",
+                e.recipient_id, e.code, e.provider_status, e.provider_reason
+            ));
+        }
         for e in msg.results.iter().filter(|e| e.is_final()) {
             let fresh = finals
                 .entry(e.job_id.clone())
@@ -247,7 +255,10 @@ async fn sigterm_mid_run(global: &[&str]) {
         let got = finals.get(&id).map_or(0, BTreeSet::len);
         match (got, requeued.contains(&id)) {
             (PER_JOB, false) | (0, true) => {}
-            (n, queued) => panic!("{id}: {n} results, back in queue: {queued}"),
+            (n, queued) => panic!(
+                "{id}: {n} results, back in queue: {queued}; not final: {:?}; daemon logs: {logs}",
+                others.get(&id)
+            ),
         }
     }
     eprintln!(
