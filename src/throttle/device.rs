@@ -6,7 +6,7 @@
 //! a burst of new tokens and kept that size (the soak's RSS stepped up by
 //! 17 MB mid-run, docs/benchmarks.md round 18).
 //!
-//! The table is cut into sets of [`WAYS`] slots; a device lives in the set
+//! The table is cut into sets of 8 slots (`WAYS`); a device lives in the set
 //! its key picks. A device whose bucket is full again is indistinguishable
 //! from one never seen, so its slot is free for the next device. When every
 //! slot of a set holds a device still paying off a burst, the one closest
@@ -27,7 +27,7 @@ use crate::policy::keys::KeyMap;
 /// Locks over the table (a device's shard is picked by its key's top bits).
 const SHARDS: usize = 16;
 /// Slots a device may take in its shard: the ones of its set.
-pub const WAYS: usize = 8;
+const WAYS: usize = 8;
 /// Most devices held at once after a 429 (beyond, new holds are skipped).
 const MAX_HOLDS: usize = 100_000;
 
