@@ -184,10 +184,10 @@ impl H2Pool {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut parts, body) = make().into_parts();
-            parts.uri = shared.absolute_uri(parts.uri)?;
+            let (parts, body) = make().into_parts();
+            let authority = shared.authority_for(&parts.uri)?;
             let stream = shared.acquire(&epoch).await?;
-            match stream.exchange(&parts, body, &epoch).await {
+            match stream.exchange(&parts, authority, body, &epoch).await {
                 Ok(result) => return result,
                 Err(last) if attempts >= MAX_ATTEMPTS => {
                     return Err(PoolError::Refused {

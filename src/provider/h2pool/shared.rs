@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use http::Uri;
 use rustls_pki_types::ServerName;
 use tokio::sync::{watch, Notify};
@@ -17,6 +17,7 @@ use super::deadline::{Deadlines, Epoch};
 use super::{error, ConnId, PoolError, PooledResponse};
 use crate::config::Endpoint;
 use crate::provider::http2::conn as http2;
+use crate::provider::http2::conn::Target;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -57,29 +58,26 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn absolute_uri(&self, uri: Uri) -> Result<Uri, PoolError> {
+    /// Checks that a request's URI is a path (and query) and returns the
+    /// endpoint's authority it goes to with scheme `https`. The connection
+    /// takes the three pseudo-headers as they are, so no absolute URI is
+    /// built per request (`Uri::from_parts` and an authority clone).
+    pub(super) fn authority_for(&self, uri: &Uri) -> Result<&str, PoolError> {
         let invalid = |reason| PoolError::InvalidRequest {
             label: self.label,
             reason,
         };
         let authority = self
             .authority
-            .clone()
+            .as_ref()
             .ok_or_else(|| invalid("endpoint authority is not a valid URI authority"))?;
-        let mut parts = uri.into_parts();
-        if parts.scheme.is_some() || parts.authority.is_some() {
+        if uri.scheme().is_some() || uri.authority().is_some() {
             return Err(invalid("request URI must be a path, not an absolute URI"));
         }
-        if !parts
-            .path_and_query
-            .as_ref()
-            .is_some_and(|pq| pq.path().starts_with('/'))
-        {
+        if !uri.path().starts_with('/') {
             return Err(invalid("request URI must start with '/'"));
         }
-        parts.scheme = Some(Scheme::HTTPS);
-        parts.authority = Some(authority);
-        Uri::from_parts(parts).map_err(|_| invalid("request URI cannot be made absolute"))
+        Ok(authority.as_str())
     }
 
     /// Reserves a stream on the least-loaded usable connection, waiting
@@ -218,11 +216,12 @@ impl Stream<'_> {
     pub(super) async fn exchange(
         self,
         req: &Parts,
+        authority: &str,
         body: Bytes,
         deadline: &Epoch,
     ) -> Result<Result<PooledResponse, PoolError>, http2::Error> {
         let sent = AtomicBool::new(false);
-        let answer = deadline.before(self.run(req, body, &sent)).await;
+        let answer = deadline.before(self.run(req, authority, body, &sent)).await;
         answer.unwrap_or_else(|| {
             Ok(Err(PoolError::Timeout {
                 label: self.shared.label,
@@ -237,11 +236,12 @@ impl Stream<'_> {
     async fn run(
         &self,
         req: &Parts,
+        authority: &str,
         body: Bytes,
         sent: &AtomicBool,
     ) -> Result<Result<PooledResponse, PoolError>, http2::Error> {
         let label = self.shared.label;
-        let response = self.start(req, body).await?;
+        let response = self.start(req, authority, body).await?;
         sent.store(true, Relaxed);
         let response = match response.await {
             Ok(response) => response,
@@ -271,7 +271,12 @@ impl Stream<'_> {
 
     /// Puts the request on the connection. An error here means nothing
     /// was sent (the connection is closing or gone): drain it and retry.
-    async fn start(&self, req: &Parts, body: Bytes) -> Result<http2::ResponseFuture, http2::Error> {
+    async fn start(
+        &self,
+        req: &Parts,
+        authority: &str,
+        body: Bytes,
+    ) -> Result<http2::ResponseFuture, http2::Error> {
         if self.conn.idle() {
             // One scheduler turn first, so that the driver of an idle
             // connection reads a close by the peer before this request goes
@@ -279,10 +284,15 @@ impl Stream<'_> {
             // A busy connection's driver is running anyway: no cost under load.
             tokio::task::yield_now().await;
         }
+        let target = Target {
+            scheme: "https",
+            authority,
+            path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        };
         let result = self
             .conn
             .sender()
-            .send(&req.method, &req.uri, &req.headers, body);
+            .send_to(&req.method, target, &req.headers, body);
         if result.is_err() {
             self.conn.drain();
         }

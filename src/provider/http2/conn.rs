@@ -277,6 +277,14 @@ fn indexing(name: &HeaderName, value: &HeaderValue) -> Indexing {
     }
 }
 
+/// Where a request goes: the `:scheme`, `:authority` and `:path` it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
+}
+
 impl Client {
     /// The peer's current stream limit: 1 until its first SETTINGS, then
     /// its SETTINGS_MAX_CONCURRENT_STREAMS (`usize::MAX` when it sets none).
@@ -301,12 +309,31 @@ impl Client {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<ResponseFuture, Error> {
-        let scheme = uri.scheme_str().ok_or(Error::Invalid("no scheme"))?;
-        let authority = uri
-            .authority()
-            .ok_or(Error::Invalid("no authority"))?
-            .as_str();
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = Target {
+            scheme: uri.scheme_str().ok_or(Error::Invalid("no scheme"))?,
+            authority: uri
+                .authority()
+                .ok_or(Error::Invalid("no authority"))?
+                .as_str(),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()),
+        };
+        self.send_to(method, target, headers, body)
+    }
+
+    /// [`Client::send`] with the pseudo-headers' values given apart: a pool
+    /// that knows its endpoint needs no absolute URI built per request.
+    pub fn send_to(
+        &self,
+        method: &Method,
+        target: Target<'_>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<ResponseFuture, Error> {
+        let Target {
+            scheme,
+            authority,
+            path,
+        } = target;
         let mut st = self.inner.lock();
         if let Some(e) = &st.closed {
             return Err(e.clone());
