@@ -100,6 +100,9 @@ struct Table {
     entries: VecDeque<(Vec<u8>, Vec<u8>)>,
     size: usize,
     max: usize,
+    /// Entries ever added: the newest has id `inserted - 1`, and an id
+    /// stays with its entry while the entry moves down the table.
+    inserted: u64,
 }
 
 impl Table {
@@ -146,6 +149,15 @@ impl Table {
         self.evict_to(self.max - size);
         self.size += size;
         self.entries.push_front((name, value));
+        self.inserted += 1;
+    }
+
+    /// The position (0 = newest) of the entry with id `id`, if still there.
+    fn position_of(&self, id: u64) -> Option<usize> {
+        let back = self.inserted.checked_sub(id + 1)?;
+        usize::try_from(back)
+            .ok()
+            .filter(|&i| i < self.entries.len())
     }
 }
 
@@ -317,12 +329,41 @@ pub enum Indexing {
     Never,
 }
 
+/// How the field at one position of the last block was sent: a guess for
+/// the same position of the next block, checked before it is used.
+#[derive(Debug, Clone, Copy)]
+enum Hint {
+    None,
+    /// The dynamic entry with this id.
+    Dynamic(u64),
+    /// The static entry with this index, name and value.
+    Static(usize),
+    /// A literal whose name was the static entry `name_index` (0: a name
+    /// of its own, `name_len` bytes long).
+    Literal {
+        name_index: usize,
+        name_len: usize,
+    },
+}
+
 /// Encodes the header blocks of one connection's requests.
+///
+/// A connection's requests carry the same headers in the same order, so
+/// the encoder remembers how it sent the field at each position of the
+/// last block and tries that first: one comparison instead of a search
+/// through both tables (the search was 12% of the gateway's instructions
+/// on fan-out jobs). A hint is checked against the table before it is
+/// used; the one unchecked case, a literal's name of its own length, at
+/// worst sends a name in full that the static table has (still valid).
 #[derive(Debug)]
 pub struct Encoder {
     table: Table,
     /// A size to announce at the start of the next block (the peer lowered its limit).
     update: Option<usize>,
+    /// By position in the block, how the last block's field was sent.
+    hints: Vec<Hint>,
+    /// The position of the next field in the current block.
+    at: usize,
 }
 
 impl Default for Encoder {
@@ -330,6 +371,8 @@ impl Default for Encoder {
         Encoder {
             table: Table::new(4096),
             update: None,
+            hints: Vec::new(),
+            at: 0,
         }
     }
 }
@@ -347,6 +390,7 @@ impl Encoder {
 
     /// Starts a header block: the table size update, if one is due.
     pub fn begin(&mut self, dst: &mut Vec<u8>) {
+        self.at = 0;
         if let Some(size) = self.update.take() {
             write_int(dst, size, 5, 0x20);
         }
@@ -354,6 +398,68 @@ impl Encoder {
 
     /// Appends one field.
     pub fn field(&mut self, name: &[u8], value: &[u8], how: Indexing, dst: &mut Vec<u8>) {
+        let at = self.at;
+        self.at += 1;
+        let hint = self.hints.get(at).copied().unwrap_or(Hint::None);
+        if !self.by_hint(hint, name, value, how, dst) {
+            let sent = self.search(name, value, how, dst);
+            if let Some(h) = self.hints.get_mut(at) {
+                *h = sent;
+            } else {
+                self.hints.resize(at, Hint::None);
+                self.hints.push(sent);
+            }
+        }
+    }
+
+    /// Sends the field as the hint says, if the hint still holds.
+    fn by_hint(
+        &mut self,
+        hint: Hint,
+        name: &[u8],
+        value: &[u8],
+        how: Indexing,
+        dst: &mut Vec<u8>,
+    ) -> bool {
+        match hint {
+            Hint::Dynamic(id) if how == Indexing::Incremental => {
+                let Some(i) = self.table.position_of(id) else {
+                    return false;
+                };
+                let (n, v) = &self.table.entries[i];
+                if n.as_slice() != name || v.as_slice() != value {
+                    return false;
+                }
+                write_int(dst, STATIC.len() + 1 + i, 7, 0x80);
+                true
+            }
+            Hint::Static(i) if how != Indexing::Never => {
+                let (n, v) = STATIC[i - 1];
+                if n.as_bytes() != name || v.as_bytes() != value {
+                    return false;
+                }
+                write_int(dst, i, 7, 0x80);
+                true
+            }
+            Hint::Literal {
+                name_index,
+                name_len,
+            } if how != Indexing::Incremental => {
+                let same = match name_index {
+                    0 => name_len == name.len(),
+                    i => STATIC[i - 1].0.as_bytes() == name,
+                };
+                if same {
+                    literal(dst, name_index, name, value, how);
+                }
+                same
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the field by searching both tables; returns how it went.
+    fn search(&mut self, name: &[u8], value: &[u8], how: Indexing, dst: &mut Vec<u8>) -> Hint {
         // The common case first: a header this connection sent before.
         if how == Indexing::Incremental {
             if let Some(i) = self
@@ -363,7 +469,7 @@ impl Encoder {
                 .position(|(n, v)| n.as_slice() == name && v.as_slice() == value)
             {
                 write_int(dst, STATIC.len() + 1 + i, 7, 0x80);
-                return;
+                return Hint::Dynamic(self.table.inserted - 1 - i as u64);
             }
         }
         let mut name_index = 0;
@@ -371,7 +477,7 @@ impl Encoder {
             if n.as_bytes() == name {
                 if how != Indexing::Never && v.as_bytes() == value && !v.is_empty() {
                     write_int(dst, i + 1, 7, 0x80);
-                    return;
+                    return Hint::Static(i + 1);
                 }
                 if name_index == 0 {
                     name_index = i + 1;
@@ -381,20 +487,39 @@ impl Encoder {
                 break;
             }
         }
-        let (prefix, flags) = match how {
-            Indexing::Incremental if entry_size(name, value) <= self.table.max => (6, 0x40),
-            Indexing::Never => (4, 0x10),
-            _ => (4, 0x00),
+        let how = match how {
+            Indexing::Incremental if entry_size(name, value) > self.table.max => Indexing::No,
+            how => how,
         };
-        write_int(dst, name_index, prefix, flags);
-        if name_index == 0 {
-            write_str(dst, name);
-        }
-        write_str(dst, value);
-        if flags == 0x40 {
+        literal(dst, name_index, name, value, how);
+        if how == Indexing::Incremental {
+            let before = self.table.inserted;
             self.table.insert(name.to_vec(), value.to_vec());
+            if self.table.inserted > before {
+                return Hint::Dynamic(before);
+            }
+        }
+        Hint::Literal {
+            name_index,
+            name_len: name.len(),
         }
     }
+}
+
+/// Appends a literal field: with incremental indexing (the caller adds it
+/// to its table), without, or never indexed; its name as the static entry
+/// `name_index`, or in full when that is 0.
+fn literal(dst: &mut Vec<u8>, name_index: usize, name: &[u8], value: &[u8], how: Indexing) {
+    let (prefix, flags) = match how {
+        Indexing::Incremental => (6, 0x40),
+        Indexing::Never => (4, 0x10),
+        Indexing::No => (4, 0x00),
+    };
+    write_int(dst, name_index, prefix, flags);
+    if name_index == 0 {
+        write_str(dst, name);
+    }
+    write_str(dst, value);
 }
 
 #[cfg(test)]
@@ -505,6 +630,66 @@ mod tests {
         e.field(b"apns-id", b"visible-id", Indexing::Never, &mut block);
         assert_eq!(block[0], 0x10, "never indexed, literal name");
         assert!(block.windows(10).any(|w| w == b"visible-id"));
+    }
+
+    /// Blocks whose fields change in number, order, value and indexing
+    /// from one block to the next, with the peer's limit changing too: the
+    /// hints of the last block must never send a field wrongly.
+    #[test]
+    fn blocks_that_change_decode_to_what_was_sent() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut e = Encoder::default();
+        let mut d = Decoder::default();
+        let pool: [(&str, &[&str], Indexing); 10] = [
+            (":method", &["POST", "GET"], Indexing::Incremental),
+            (":scheme", &["https"], Indexing::Incremental),
+            (
+                ":authority",
+                &["api.push.apple.com", "fcm.googleapis.com"],
+                Indexing::Incremental,
+            ),
+            (
+                ":path",
+                &["/3/device/aa", "/3/device/bb", "/v1/x"],
+                Indexing::No,
+            ),
+            (
+                "apns-topic",
+                &["com.example.shop", "com.example.news"],
+                Indexing::Incremental,
+            ),
+            ("apns-id", &["id-1", "id-2", "id-3"], Indexing::Never),
+            (
+                "authorization",
+                &["bearer one", "bearer two"],
+                Indexing::Never,
+            ),
+            ("authorization", &["bearer three"], Indexing::Incremental),
+            // Same length as the static name "range": a hint's length check
+            // alone must still send the right name.
+            ("x-abc", &["1", "2"], Indexing::No),
+            ("range", &["bytes=0-1"], Indexing::No),
+        ];
+        for round in 0..3000 {
+            if round % 500 == 499 {
+                e.set_peer_limit([0, 64, 256, 4096][rng.usize(..4)]);
+            }
+            let mut order: Vec<usize> = (0..pool.len()).collect();
+            if rng.u8(..4) == 0 {
+                rng.shuffle(&mut order);
+            }
+            order.truncate(pool.len() - rng.usize(..3));
+            let mut block = Vec::new();
+            e.begin(&mut block);
+            let mut want = Vec::new();
+            for i in order {
+                let (name, values, how) = pool[i];
+                let value = values[rng.usize(..values.len())];
+                e.field(name.as_bytes(), value.as_bytes(), how, &mut block);
+                want.push((name.to_string(), value.to_string()));
+            }
+            assert_eq!(fields(&mut d, &block).unwrap(), want, "block {round}");
+        }
     }
 
     #[test]
