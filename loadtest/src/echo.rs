@@ -42,6 +42,7 @@ struct Job {
 #[derive(Deserialize)]
 struct Recipient {
     id: String,
+    token: String,
 }
 
 /// Publishes the run's jobs live to the bare queue and answers each after
@@ -145,15 +146,19 @@ async fn answer(
     Ok(())
 }
 
-/// A result message like the gateway's: one delivered entry per recipient.
+/// A result message like the gateway's: one delivered entry per recipient,
+/// with the fields a delivered entry of the gateway's has (token, provider
+/// status and id), so that the broker and the tap carry as many bytes.
 fn result_body(job: &Job, latency: Duration) -> Vec<u8> {
     let entries: Vec<serde_json::Value> = job
         .recipients
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             serde_json::json!({
                 "job_id": job.id, "recipient_id": r.id, "platform": "apns",
-                "status": "delivered", "attempt": 1,
+                "token": r.token, "status": "delivered", "provider_status": 200,
+                "provider_id": format!("00000000-0000-4000-8000-{i:012x}"), "attempt": 1,
                 "latency_ms": latency.as_millis() as u64, "ts": "1970-01-01T00:00:00.000Z"
             })
         })
@@ -183,5 +188,8 @@ mod tests {
         assert_eq!(ids, ["r0", "r1"]);
         assert_eq!(v["results"][1]["job_id"], "lt1-7");
         assert_eq!(v["results"][0]["latency_ms"], 50);
+        assert_eq!(v["results"][1]["token"], "b");
+        assert_eq!(v["results"][1]["provider_status"], 200);
+        assert_eq!(v["results"][1]["provider_id"].as_str().unwrap().len(), 36);
     }
 }
