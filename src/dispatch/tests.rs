@@ -175,3 +175,48 @@ fn job_checks() {
     j.recipients[0].token = Some(DeviceToken(String::new()));
     assert_eq!(j.check_recipient(0).unwrap_err().0, Code::BadDeviceToken);
 }
+
+/// Counts deliveries started; each waits on a timer (it does not wake
+/// itself, as a request waiting for its answer does not).
+struct Counting {
+    started: AtomicUsize,
+}
+
+impl Deliver for Counting {
+    async fn deliver(&self, _job: &Arc<Job>, _recipient: usize, _attempt: u32) -> Outcome {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Outcome::delivered(200, Some("id".into()))
+    }
+}
+
+/// A fan-out job's recipients start in steps with a scheduler turn between
+/// them: another task (a connection with the first requests to write) runs
+/// before the last recipients are started, and every recipient settles.
+#[tokio::test]
+async fn large_jobs_start_in_steps() {
+    let counting = Arc::new(Counting {
+        started: AtomicUsize::new(0),
+    });
+    let (plain, _) = dispatcher(3);
+    let d = Dispatcher::new(
+        Arc::clone(&counting),
+        Arc::new(plain.retry_policy().clone()),
+    );
+    let tokens: Vec<String> = (0..200).map(|i| format!("ok{i}")).collect();
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let probe = {
+        let c = Arc::clone(&counting);
+        tokio::spawn(async move { c.started.load(Ordering::SeqCst) })
+    };
+    let permits = Semaphore::new(1000);
+    let s = d.dispatch(&run(job(&refs), 1, None), &permits).await;
+    assert_eq!(s.entries.len(), 200);
+    assert!(s.entries.iter().all(|e| e.status == Status::Delivered));
+    assert_eq!(counting.started.load(Ordering::SeqCst), 200);
+    let seen = probe.await.unwrap();
+    assert!(
+        (1..=STEP).contains(&seen),
+        "the other task ran after {seen} of 200 had started (step {STEP})"
+    );
+}
