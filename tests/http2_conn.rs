@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Response, Uri};
-use pushgate::provider::http2::conn::{self, Client, Error};
+use http::{HeaderMap, HeaderValue, Method, Response};
+use pushgate::provider::http2::conn::{self, Client, Error, Target};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How the test server answers.
@@ -130,8 +130,12 @@ async fn start(opts: Opts) -> Server {
     }
 }
 
-fn uri(path: &str) -> Uri {
-    format!("http://127.0.0.1{path}").parse().unwrap()
+fn target(path: &str) -> Target<'_> {
+    Target {
+        scheme: "http",
+        authority: "127.0.0.1",
+        path,
+    }
 }
 
 fn headers(id: usize) -> HeaderMap {
@@ -145,7 +149,7 @@ fn headers(id: usize) -> HeaderMap {
 fn open(c: &Client, path: &str, id: usize, body: &'static [u8]) -> conn::ResponseFuture {
     c.send(
         &Method::POST,
-        &uri(path),
+        target(path),
         &headers(id),
         Bytes::from_static(body),
     )
@@ -153,7 +157,7 @@ fn open(c: &Client, path: &str, id: usize, body: &'static [u8]) -> conn::Respons
 }
 
 async fn post(c: &Client, path: &str, id: usize, body: Vec<u8>) -> Result<conn::Response, Error> {
-    c.send(&Method::POST, &uri(path), &headers(id), Bytes::from(body))?
+    c.send(&Method::POST, target(path), &headers(id), Bytes::from(body))?
         .await
 }
 
@@ -167,7 +171,7 @@ async fn many_requests_at_once_each_get_their_answer() {
             s.client
                 .send(
                     &Method::POST,
-                    &uri("/3/device/x"),
+                    target("/3/device/x"),
                     &headers(i),
                     Bytes::from(body),
                 )
@@ -213,7 +217,7 @@ async fn bodies_larger_than_the_windows_go_through_flow_control() {
     for i in 0..30 {
         all.push(
             s.client
-                .send(&Method::POST, &uri("/x"), &headers(i), Bytes::new())
+                .send(&Method::POST, target("/x"), &headers(i), Bytes::new())
                 .unwrap(),
         );
     }
@@ -271,7 +275,7 @@ async fn goaway_finishes_what_was_sent_and_refuses_the_rest() {
     // request is refused before anything is written.
     let refused = s.client.send(
         &Method::POST,
-        &uri("/x"),
+        target("/x"),
         &headers(3),
         Bytes::from_static(b"c"),
     );

@@ -292,7 +292,7 @@ impl Stream<'_> {
         let result = self
             .conn
             .sender()
-            .send_to(&req.method, target, &req.headers, body);
+            .send(&req.method, target, &req.headers, body);
         if result.is_err() {
             self.conn.drain();
         }

@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::frame::{self, code, setting, Frame};
@@ -68,9 +68,6 @@ pub enum Error {
     /// A response body over the limit.
     #[error("response body over {0} bytes")]
     BodyTooLarge(usize),
-    /// The request cannot be sent (no scheme or authority, ...).
-    #[error("invalid request: {0}")]
-    Invalid(&'static str),
 }
 
 fn debug_text(debug: &str) -> String {
@@ -95,10 +92,7 @@ impl Error {
 
     /// Whether the connection cannot take new requests after this.
     pub fn connection_level(&self) -> bool {
-        !matches!(
-            self,
-            Error::Reset(_) | Error::BodyTooLarge(_) | Error::Invalid(_)
-        )
+        !matches!(self, Error::Reset(_) | Error::BodyTooLarge(_))
     }
 }
 
@@ -298,31 +292,11 @@ impl Client {
         st.closed.is_some() || st.goaway.is_some()
     }
 
-    /// Puts a request on the connection. `uri` must be absolute, and
-    /// `headers` free of HTTP/1 connection headers (`connection`,
+    /// Puts a request on the connection, its pseudo-headers as `target`
+    /// says; `headers` free of HTTP/1 connection headers (`connection`,
     /// `transfer-encoding`, ...: RFC 9113 §8.2.2), as the providers' are.
     /// An error here means nothing was sent.
     pub fn send(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Result<ResponseFuture, Error> {
-        let target = Target {
-            scheme: uri.scheme_str().ok_or(Error::Invalid("no scheme"))?,
-            authority: uri
-                .authority()
-                .ok_or(Error::Invalid("no authority"))?
-                .as_str(),
-            path: uri.path_and_query().map_or("/", |p| p.as_str()),
-        };
-        self.send_to(method, target, headers, body)
-    }
-
-    /// [`Client::send`] with the pseudo-headers' values given apart: a pool
-    /// that knows its endpoint needs no absolute URI built per request.
-    pub fn send_to(
         &self,
         method: &Method,
         target: Target<'_>,
@@ -976,9 +950,13 @@ mod tests {
     }
 
     fn get(client: &Client) -> ResponseFuture {
-        let uri: Uri = "https://api.example/x".parse().unwrap();
+        let target = Target {
+            scheme: "https",
+            authority: "api.example",
+            path: "/x",
+        };
         client
-            .send(&Method::GET, &uri, &HeaderMap::new(), Bytes::new())
+            .send(&Method::GET, target, &HeaderMap::new(), Bytes::new())
             .unwrap()
     }
 

@@ -403,11 +403,10 @@ impl Encoder {
         let hint = self.hints.get(at).copied().unwrap_or(Hint::None);
         if !self.by_hint(hint, name, value, how, dst) {
             let sent = self.search(name, value, how, dst);
-            if let Some(h) = self.hints.get_mut(at) {
-                *h = sent;
-            } else {
-                self.hints.resize(at, Hint::None);
-                self.hints.push(sent);
+            // Every earlier position has its hint: this one is at most next.
+            match self.hints.get_mut(at) {
+                Some(h) => *h = sent,
+                None => self.hints.push(sent),
             }
         }
     }
@@ -493,11 +492,9 @@ impl Encoder {
         };
         literal(dst, name_index, name, value, how);
         if how == Indexing::Incremental {
-            let before = self.table.inserted;
+            // It fits (checked above), so it becomes the newest entry.
             self.table.insert(name.to_vec(), value.to_vec());
-            if self.table.inserted > before {
-                return Hint::Dynamic(before);
-            }
+            return Hint::Dynamic(self.table.inserted - 1);
         }
         Hint::Literal {
             name_index,
