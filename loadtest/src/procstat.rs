@@ -92,6 +92,45 @@ pub fn machine() -> (f64, usize) {
     (load, cores)
 }
 
+/// The machine's CPU time so far (all cores, clock ticks): the total and
+/// the part the hypervisor gave to other guests (`steal` in `/proc/stat`).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// Now, or `None` where `/proc/stat` cannot be read.
+    pub fn now() -> Option<CpuTimes> {
+        parse_cpu_line(std::fs::read_to_string("/proc/stat").ok()?.lines().next()?)
+    }
+
+    /// The share of the machine's CPU time stolen since `self` (0.0 ..= 1.0).
+    pub fn stolen_since(self) -> Option<f64> {
+        let now = CpuTimes::now()?;
+        let total = now.total.checked_sub(self.total).filter(|&t| t > 0)?;
+        Some(now.steal.saturating_sub(self.steal) as f64 / total as f64)
+    }
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal ...`: guest time is
+/// already inside user and nice, so it is left out of the total.
+fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(CpuTimes {
+        total: v.iter().sum(),
+        steal: *v.get(7)?,
+    })
+}
+
 /// Puts this process under SCHED_RR (priority 10); threads and children
 /// created afterwards inherit it.
 pub fn realtime_self() -> std::io::Result<()> {
@@ -285,5 +324,15 @@ mod tests {
         assert!((u.waiting - 0.375).abs() < 1e-9);
         assert_eq!((u.rss_peak, u.rss_last), (30, 20));
         assert_eq!(rss_trend(&[at(0, 0.0, 5); 10]), Some((5, 5)));
+    }
+
+    #[test]
+    fn steal_is_the_eighth_field_of_the_cpu_line() {
+        let t =
+            parse_cpu_line("cpu  100 5 20 800 10 1 2 62 40 0").unwrap_or_else(|| unreachable!());
+        assert_eq!((t.total, t.steal), (1000, 62));
+        assert!(parse_cpu_line("cpu0 1 2 3 4 5 6 7 8").is_none());
+        assert!(parse_cpu_line("cpu 1 2 3").is_none());
+        assert!(CpuTimes::now().is_some());
     }
 }

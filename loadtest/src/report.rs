@@ -41,6 +41,10 @@ pub struct RunReport {
     pub expected_dead: u64,
     pub expected_results: u64,
     pub missing: u64,
+    /// The share of the machine's CPU the hypervisor gave to other guests
+    /// during each phase (`/proc/stat` steal): a run with much of it
+    /// measured a slower machine than its neighbours did.
+    pub steal: Vec<(&'static str, f64)>,
 }
 
 /// `12345.6` as `12,346`.
@@ -114,6 +118,13 @@ impl RunReport {
         self.gateway.as_ref().map(|g| g.rate)
     }
 
+    /// Notes the CPU stolen during `phase`, which started at `from`.
+    pub fn note_steal(&mut self, phase: &'static str, from: Option<crate::procstat::CpuTimes>) {
+        if let Some(share) = from.and_then(|t| t.stolen_since()) {
+            self.steal.push((phase, share));
+        }
+    }
+
     pub fn render(&mut self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "## {}\n", self.title);
@@ -130,6 +141,18 @@ impl RunReport {
             self.latency,
             self.settings
         );
+        if !self.steal.is_empty() {
+            let phases: Vec<String> = self
+                .steal
+                .iter()
+                .map(|(phase, share)| format!("{phase} {:.0}%", share * 100.0))
+                .collect();
+            let _ = writeln!(
+                s,
+                "CPU stolen by the hypervisor (`/proc/stat` steal), by phase: {}.\n",
+                phases.join(", ")
+            );
+        }
         self.render_gateway(&mut s);
         self.render_baselines(&mut s);
         self.render_check(&mut s);

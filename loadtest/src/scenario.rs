@@ -15,7 +15,7 @@ use crate::gateway::{self, Phase};
 use crate::jobs::{Kind, Plan};
 use crate::peers::{self, PeerResult, Target};
 use crate::procs::{self, Proc};
-use crate::procstat;
+use crate::procstat::{self, CpuTimes};
 use crate::report::RunReport;
 
 /// Runs one scenario and returns its report.
@@ -86,10 +86,15 @@ async fn measure(p: &Phase<'_>, report: &mut RunReport) {
             "loadtest: bare consumer baseline ({} messages)",
             p.plan.jobs
         );
+        let t = CpuTimes::now();
         let r = bare::run(&args.common.amqp_url, p.names, p.plan, args.common.prefetch).await;
         report.bare = Some(r.map_err(|e| format!("{e:#}")));
+        report.note_steal("bare consumer", t);
     }
-    match gateway::run(p).await {
+    let t = CpuTimes::now();
+    let run = gateway::run(p).await;
+    report.note_steal("gateway", t);
+    match run {
         Ok(g) => {
             report.missing = missing(args, p.plan, &g);
             report.gateway = Some(g);
@@ -99,8 +104,10 @@ async fn measure(p: &Phase<'_>, report: &mut RunReport) {
     if args.baselines.contains(&Baseline::BareH2load) {
         let window = report.gateway.as_ref().map(|g| (g.rate, g.window_secs));
         eprintln!("loadtest: bare consumer beside h2load at the gateway's rate");
+        let t = CpuTimes::now();
         let r = bare_beside_h2load(p, window).await;
         report.bare_h2load = Some(r.map_err(|e| format!("{e:#}")));
+        report.note_steal("bare consumer beside h2load", t);
     }
     if args.baselines.contains(&Baseline::Echo) && !args.preload {
         eprintln!(
@@ -109,6 +116,7 @@ async fn measure(p: &Phase<'_>, report: &mut RunReport) {
         );
         let latency = humantime::parse_duration(&args.latency).unwrap_or_default();
         let c = &args.common;
+        let t = CpuTimes::now();
         let r = echo::run(
             &c.amqp_url,
             p.names,
@@ -119,8 +127,13 @@ async fn measure(p: &Phase<'_>, report: &mut RunReport) {
         )
         .await;
         report.echo = Some(r.map_err(|e| format!("{e:#}")));
+        report.note_steal("echo", t);
     }
+    let t = CpuTimes::now();
     report.peers = http2_baselines(args, p.sim).await;
+    if !report.peers.is_empty() {
+        report.note_steal("HTTP/2 baselines", t);
+    }
 }
 
 /// Starts `pushgate simulate` (accept-all for the `ok` mix), or attaches.
@@ -205,6 +218,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
         expected_dead: dead,
         expected_results,
         missing: 0,
+        steal: Vec::new(),
     }
 }
 
