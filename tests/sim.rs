@@ -118,6 +118,57 @@ async fn one_stream_at_first_then_many_concurrent_with_latency() {
     sim.shutdown().await;
 }
 
+/// Every answer waits out the latency from its own request, whether it
+/// came alone or with others on the connection (one timer per connection
+/// serves them all), and the answers are right.
+#[tokio::test]
+async fn each_answer_waits_its_latency_from_its_own_request() {
+    let latency = Duration::from_millis(120);
+    let opts = ApnsSimOptions {
+        latency: pushgate::sim::Latency::Fixed(latency),
+        ..Default::default()
+    };
+    let sim = apns::start(local(), opts).await.unwrap();
+    let mut send = h2_connect(sim.addr).await;
+    let jwt = dev_apns_jwt();
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        push(&mut send, Some(&jwt), &scripted_token("ab"), &[], PAYLOAD)
+            .await
+            .status,
+        200
+    );
+    assert!(t0.elapsed() >= latency, "{:?}", t0.elapsed());
+    wait_max_streams(&send, 1000).await;
+    let mut tasks = Vec::new();
+    // Requests in two waves, so that the second arrives while the first waits.
+    for i in 0..20u64 {
+        if i == 10 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let mut s = send.clone();
+        let jwt = jwt.clone();
+        tasks.push(tokio::spawn(async move {
+            let sent = std::time::Instant::now();
+            // 4290...: a scripted TooManyRequests.
+            let token = scripted_token(if i % 2 == 0 { "ab" } else { "4290" });
+            let status = push(&mut s, Some(&jwt), &token, &[], PAYLOAD).await.status;
+            (i, status, sent.elapsed())
+        }));
+    }
+    for t in tasks {
+        let (i, status, took) = t.await.unwrap();
+        assert_eq!(status, if i % 2 == 0 { 200 } else { 429 }, "request {i}");
+        assert!(took >= latency, "request {i} answered after {took:?}");
+    }
+    assert!(
+        sim.stats.max_peak_streams() >= 10,
+        "{:?}",
+        sim.stats.peak_streams()
+    );
+    sim.shutdown().await;
+}
+
 fn apns_latency() -> pushgate::sim::Latency {
     pushgate::sim::Latency::Fixed(Duration::from_millis(50))
 }

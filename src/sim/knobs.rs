@@ -32,14 +32,6 @@ impl Latency {
         }
     }
 
-    /// Sleeps for one sample (no-op for `None`).
-    pub async fn wait(&self) {
-        let d = self.sample();
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
-    }
-
     /// Parses `50ms` (fixed) or `10ms..200ms` (uniform), humantime units.
     pub fn parse(s: &str) -> Result<Latency, humantime::DurationError> {
         match s.split_once("..") {

@@ -1,6 +1,8 @@
 //! The TLS + HTTP/2 server loop shared by both simulators: accept, per-connection
 //! stream limits, per-stream dispatch to a handler, GOAWAY, stats, shutdown.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::frames::{FrameCtl, FrameRewriter};
@@ -75,11 +78,113 @@ pub(crate) struct SimReply {
     pub body: Bytes,
 }
 
+/// A stream's answer, to be worked out and sent by the connection's task.
+type Answer = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Commands from stream tasks to their connection's task.
-#[derive(Debug)]
 enum ConnCmd {
     Raise,
     GoAway(Bytes),
+    /// Answer a stream at this time (the handler's latency).
+    At(Instant, Answer),
+}
+
+impl std::fmt::Debug for ConnCmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnCmd::Raise => f.write_str("Raise"),
+            ConnCmd::GoAway(debug) => f.debug_tuple("GoAway").field(debug).finish(),
+            ConnCmd::At(at, _) => f.debug_tuple("At").field(at).finish(),
+        }
+    }
+}
+
+/// The streams of one connection waiting out the handler's latency, in
+/// the order they are due, with one timer for the earliest. A timer and a
+/// task per waiting stream cost the one-thread simulator half as much
+/// again per request at 50 ms as at none (docs/benchmarks.md, round 20);
+/// due answers now run on the connection's task and leave in one write.
+struct Waiting {
+    queue: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline `timer` is set to.
+    armed: Option<Instant>,
+}
+
+struct Due {
+    at: Instant,
+    /// Arrival order, so that answers due at the same time keep it.
+    seq: u64,
+    answer: Answer,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl Waiting {
+    fn new() -> Waiting {
+        Waiting {
+            queue: BinaryHeap::new(),
+            seq: 0,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: None,
+        }
+    }
+
+    fn push(&mut self, at: Instant, answer: Answer) {
+        self.seq += 1;
+        self.queue.push(Reverse(Due {
+            at,
+            seq: self.seq,
+            answer,
+        }));
+        self.arm();
+    }
+
+    /// Points the timer at the earliest deadline, if that changed.
+    fn arm(&mut self) {
+        let next = self.queue.peek().map(|Reverse(d)| d.at);
+        if next.is_some_and(|at| self.armed != Some(at)) {
+            if let Some(at) = next {
+                self.timer.as_mut().reset(at);
+            }
+        }
+        self.armed = next;
+    }
+
+    /// Ready when the earliest stream is due.
+    fn poll_due(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.armed.is_none() {
+            return Poll::Pending;
+        }
+        self.timer.as_mut().poll(cx)
+    }
+
+    /// Moves the answers due by now to `out`, in order.
+    fn take_due(&mut self, out: &mut Vec<Answer>) {
+        let now = Instant::now();
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            if let Some(Reverse(d)) = self.queue.pop() {
+                out.push(d.answer);
+            }
+        }
+        self.arm();
+    }
 }
 
 /// Per-connection context visible to handlers.
@@ -126,6 +231,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
     type Conn: Send + Sync + 'static;
     fn new_conn(&self) -> Self::Conn;
     fn stats(&self) -> &Arc<SimStats>;
+    /// How long to wait before handling a request that has fully arrived
+    /// (one sample of the simulator's latency knob).
+    fn latency(&self) -> Duration {
+        Duration::ZERO
+    }
     fn handle(
         self: Arc<Self>,
         req: SimRequest,
@@ -256,6 +366,8 @@ enum Event {
     Accepted(Box<Accepted>),
     Cmd(ConnCmd),
     Retry,
+    /// Streams waiting out the latency are due.
+    Due,
     /// The streams accepted in the last read were polled.
     Ran,
 }
@@ -272,8 +384,10 @@ async fn drive_conn<H: Handler>(
     handler: Arc<H>,
 ) {
     let mut retry: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    // Streams accepted since the connection last ran out of frames to read.
-    let mut fresh = Vec::new();
+    // Streams accepted since the connection last ran out of frames to read,
+    // and answers that came due.
+    let mut fresh: Vec<Answer> = Vec::new();
+    let mut waiting = Waiting::new();
     loop {
         let event = poll_fn(|cx| {
             if let Poll::Ready(Some(cmd)) = rx.poll_recv(cx) {
@@ -283,6 +397,9 @@ async fn drive_conn<H: Handler>(
                 if sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Retry);
                 }
+            }
+            if waiting.poll_due(cx).is_ready() {
+                return Poll::Ready(Event::Due);
             }
             match conn.poll_accept(cx) {
                 Poll::Ready(a) => Poll::Ready(Event::Accepted(Box::new(a))),
@@ -310,11 +427,16 @@ async fn drive_conn<H: Handler>(
                 handler.stats().count_goaway();
                 conn.graceful_shutdown();
             }
+            Event::Cmd(ConnCmd::At(at, answer)) => waiting.push(at, answer),
+            // Run on the next turn, when no frame is waiting to be read.
+            Event::Due => waiting.take_due(&mut fresh),
             // The next `poll_accept` writes what the streams answered.
             Event::Ran => {}
             Event::Accepted(accepted) => match *accepted {
                 Some(Ok((req, respond))) => {
-                    fresh.extend(start_stream(req, respond, &ctx, &setup, &handler));
+                    if let Some(stream) = start_stream(req, respond, &ctx, &setup, &handler) {
+                        fresh.push(stream);
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::debug!("simulator connection ended: {e}");
@@ -335,10 +457,7 @@ async fn drive_conn<H: Handler>(
 /// answers leave in one write, as when each stream had a task. Only a
 /// stream that waits gets a task of its own; its first poll there
 /// registers that task's waker.
-fn run_fresh<F>(fresh: &mut Vec<Pin<Box<F>>>, cx: &mut std::task::Context<'_>)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
+fn run_fresh(fresh: &mut Vec<Answer>, cx: &mut std::task::Context<'_>) {
     for mut stream in fresh.drain(..) {
         if stream.as_mut().poll(cx).is_pending() {
             tokio::spawn(stream);
@@ -355,7 +474,7 @@ fn start_stream<H: Handler>(
     ctx: &Arc<ConnCtx<H::Conn>>,
     setup: &ServerSetup,
     handler: &Arc<H>,
-) -> Option<Pin<Box<impl Future<Output = ()> + Send + 'static>>> {
+) -> Option<Answer> {
     let raised = ctx.raised.load(Ordering::Acquire);
     if !raised && ctx.active.load(Ordering::Acquire) >= 1 {
         respond.send_reset(Reason::REFUSED_STREAM);
@@ -368,10 +487,9 @@ fn start_stream<H: Handler>(
     let record = setup.record;
     let max_body = setup.max_body;
     let handler = handler.clone();
-    Some(Box::pin(async move {
-        let _guard = guard;
-        run_stream(req, respond, handler, _guard.0.clone(), max_body, record).await;
-    }))
+    Some(Box::pin(run_stream(
+        req, respond, handler, guard, max_body, record,
+    )))
 }
 
 struct ActiveGuard<S>(Arc<ConnCtx<S>>);
@@ -382,14 +500,17 @@ impl<S> Drop for ActiveGuard<S> {
     }
 }
 
+/// Reads the request; answers it at once, or hands the answer to the
+/// connection's task to run when the handler's latency has passed.
 async fn run_stream<H: Handler>(
     req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    respond: SendResponse<Bytes>,
     handler: Arc<H>,
-    ctx: Arc<ConnCtx<H::Conn>>,
+    guard: ActiveGuard<H::Conn>,
     max_body: usize,
     record: bool,
 ) {
+    let ctx = &guard.0;
     let (parts, body) = req.into_parts();
     let (body, body_len) = read_body(body, max_body).await;
     let request = SimRequest {
@@ -400,10 +521,31 @@ async fn run_stream<H: Handler>(
         body_len,
         body,
     };
-    let stats = handler.stats().clone();
-    stats.count_request();
+    handler.stats().count_request();
     let received = record.then(|| received(&request, ctx.id));
-    let reply = handler.handle(request, ctx).await;
+    let delay = handler.latency();
+    if delay.is_zero() {
+        answer(request, respond, handler, guard, received).await;
+        return;
+    }
+    let at = Instant::now() + delay;
+    let cmds = ctx.cmds.clone();
+    let answer = answer(request, respond, handler, guard, received);
+    // Fails only when the connection is gone: the stream goes with it.
+    let _ = cmds.send(ConnCmd::At(at, Box::pin(answer)));
+}
+
+/// Works out the handler's answer and sends it; the stream stays active
+/// until then.
+async fn answer<H: Handler>(
+    request: SimRequest,
+    mut respond: SendResponse<Bytes>,
+    handler: Arc<H>,
+    guard: ActiveGuard<H::Conn>,
+    received: Option<ReceivedRequest>,
+) {
+    let stats = handler.stats().clone();
+    let reply = handler.handle(request, guard.0.clone()).await;
     stats.count_status(reply.status);
     if let Some(mut r) = received {
         r.status = reply.status;

@@ -130,9 +130,12 @@ impl Handler for FcmSim {
         &self.stats
     }
 
+    // Also in accept-all (benchmark) mode: a slow provider for the load test.
+    fn latency(&self) -> Duration {
+        self.opts.latency.sample()
+    }
+
     async fn handle(self: Arc<Self>, req: SimRequest, conn: Arc<ConnCtx<()>>) -> SimReply {
-        // Also in accept-all (benchmark) mode: a slow provider for the load test.
-        self.opts.latency.wait().await;
         if let Some(n) = self.opts.goaway_every {
             if conn.count_request() == n {
                 conn.go_away(Bytes::from_static(b"max_age"));
