@@ -293,3 +293,46 @@ async fn certificate_auth_sends_no_authorization() {
     assert_eq!(sim.stats.last().unwrap().header("authorization"), None);
     sim.shutdown().await;
 }
+
+/// The provider against the simulator's benchmark mode (its own HTTP/2
+/// loop, which the load test measures the gateway with): many concurrent
+/// sends with a latency all come back delivered with the `apns-id` they
+/// sent, and a key the simulator does not trust is still refused.
+#[tokio::test]
+async fn benchmark_mode_answers_many_concurrent_sends_with_their_ids() {
+    let sim = start_sim(ApnsSimOptions {
+        accept_all: true,
+        latency: pushgate::sim::Latency::Fixed(Duration::from_millis(20)),
+        ..Default::default()
+    })
+    .await;
+    let p = std::sync::Arc::new(provider(&token_config(sim.addr, "apns-dev.p8")));
+    let sends = (0..600).map(|i| {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let job = job(&sim::scripted_token(&format!("{i:04}")));
+            let id = pushgate::provider::new_notification_id();
+            let o = send_with_id(&p, &job, &id).await;
+            (o, id)
+        })
+    });
+    for s in futures_util::future::join_all(sends).await {
+        let (o, id) = s.unwrap();
+        assert!(o.is_delivered(), "{o:?}");
+        assert_eq!(o.provider_id.as_deref(), Some(id.as_str()));
+    }
+    assert_eq!(sim.stats.responses(200), 600);
+    assert!(sim.stats.max_peak_streams() > 1);
+    sim.shutdown().await;
+
+    let sim = start_sim(ApnsSimOptions {
+        accept_all: true,
+        trusted_keys: vec![],
+        ..Default::default()
+    })
+    .await;
+    let p = provider(&token_config(sim.addr, "apns-dev.p8"));
+    let o = send(&p, &sim::scripted_token("ab")).await;
+    assert_eq!(o.code, Some(Code::InvalidCredentials), "{o:?}");
+    sim.shutdown().await;
+}

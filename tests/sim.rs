@@ -82,8 +82,19 @@ async fn settings_start_at_one_stream_then_rise_to_max_after_first_valid_request
 
 #[tokio::test]
 async fn one_stream_at_first_then_many_concurrent_with_latency() {
+    one_stream_at_first_then_many_concurrent_with_latency_in(false).await;
+}
+
+/// The same in benchmark mode, served by the simulator's own HTTP/2 loop.
+#[tokio::test]
+async fn one_stream_at_first_then_many_concurrent_with_latency_accept_all() {
+    one_stream_at_first_then_many_concurrent_with_latency_in(true).await;
+}
+
+async fn one_stream_at_first_then_many_concurrent_with_latency_in(accept_all: bool) {
     let opts = ApnsSimOptions {
         latency: apns_latency(),
+        accept_all,
         ..Default::default()
     };
     let sim = apns::start(local(), opts).await.unwrap();
@@ -123,9 +134,20 @@ async fn one_stream_at_first_then_many_concurrent_with_latency() {
 /// serves them all), and the answers are right.
 #[tokio::test]
 async fn each_answer_waits_its_latency_from_its_own_request() {
+    each_answer_waits_its_latency_from_its_own_request_in(false).await;
+}
+
+/// The same in benchmark mode, served by the simulator's own HTTP/2 loop.
+#[tokio::test]
+async fn each_answer_waits_its_latency_from_its_own_request_accept_all() {
+    each_answer_waits_its_latency_from_its_own_request_in(true).await;
+}
+
+async fn each_answer_waits_its_latency_from_its_own_request_in(accept_all: bool) {
     let latency = Duration::from_millis(120);
     let opts = ApnsSimOptions {
         latency: pushgate::sim::Latency::Fixed(latency),
+        accept_all,
         ..Default::default()
     };
     let sim = apns::start(local(), opts).await.unwrap();
@@ -158,7 +180,12 @@ async fn each_answer_waits_its_latency_from_its_own_request() {
     }
     for t in tasks {
         let (i, status, took) = t.await.unwrap();
-        assert_eq!(status, if i % 2 == 0 { 200 } else { 429 }, "request {i}");
+        let scripted = if accept_all { 200 } else { 429 };
+        assert_eq!(
+            status,
+            if i % 2 == 0 { 200 } else { scripted },
+            "request {i}"
+        );
         assert!(took >= latency, "request {i} answered after {took:?}");
     }
     assert!(
@@ -175,9 +202,25 @@ fn apns_latency() -> pushgate::sim::Latency {
 
 #[tokio::test]
 async fn raw_frames_show_initial_one_stream_refused_second_stream_and_raise() {
-    let sim = apns::start(local(), ApnsSimOptions::default())
-        .await
-        .unwrap();
+    raw_frames_show_initial_one_stream_refused_second_stream_and_raise_in(false).await;
+}
+
+/// The same in benchmark mode, served by the simulator's own HTTP/2 loop.
+#[tokio::test]
+async fn raw_frames_show_initial_one_stream_refused_second_stream_and_raise_accept_all() {
+    raw_frames_show_initial_one_stream_refused_second_stream_and_raise_in(true).await;
+}
+
+async fn raw_frames_show_initial_one_stream_refused_second_stream_and_raise_in(accept_all: bool) {
+    let sim = apns::start(
+        local(),
+        ApnsSimOptions {
+            accept_all,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let mut conn = raw::Raw::connect(sim.addr).await;
     let initial = conn.server_settings().await;
     assert_eq!(
@@ -207,8 +250,19 @@ async fn raw_frames_show_initial_one_stream_refused_second_stream_and_raise() {
 
 #[tokio::test]
 async fn goaway_every_sends_shutdown_debug_data() {
+    goaway_every_sends_shutdown_debug_data_in(false).await;
+}
+
+/// The same in benchmark mode, served by the simulator's own HTTP/2 loop.
+#[tokio::test]
+async fn goaway_every_sends_shutdown_debug_data_accept_all() {
+    goaway_every_sends_shutdown_debug_data_in(true).await;
+}
+
+async fn goaway_every_sends_shutdown_debug_data_in(accept_all: bool) {
     let opts = ApnsSimOptions {
         goaway_every: Some(1),
+        accept_all,
         ..Default::default()
     };
     let sim = apns::start(local(), opts).await.unwrap();
@@ -601,9 +655,20 @@ async fn certificate_auth_needs_no_jwt_and_binds_the_certificate_topic() {
 
 #[tokio::test]
 async fn goaway_with_many_in_flight_answers_every_accepted_stream() {
+    goaway_with_many_in_flight_answers_every_accepted_stream_in(false).await;
+}
+
+/// The same in benchmark mode, served by the simulator's own HTTP/2 loop.
+#[tokio::test]
+async fn goaway_with_many_in_flight_answers_every_accepted_stream_accept_all() {
+    goaway_with_many_in_flight_answers_every_accepted_stream_in(true).await;
+}
+
+async fn goaway_with_many_in_flight_answers_every_accepted_stream_in(accept_all: bool) {
     let opts = ApnsSimOptions {
         goaway_every: Some(50),
         latency: apns_latency(),
+        accept_all,
         ..Default::default()
     };
     let sim = apns::start(local(), opts).await.unwrap();

@@ -69,7 +69,9 @@
 //! debug `{"reason":"Shutdown"}`, in-flight streams finish, then close),
 //! `device_rate` (requests per token per second above which 429
 //! TooManyRequests), `client_certs`, `max_token_age`, `min_token_update`,
-//! `accept_all` (benchmark mode: cached JWT check then 200 after `latency`, nothing else),
+//! `accept_all` (benchmark mode: cached JWT check then 200 after `latency`,
+//! nothing else; served by a lean HTTP/2 loop of its own, `fast.rs`, as the
+//! load test shares its cores with the simulator),
 //! `recent_requests`, `tls`.
 //!
 //! # FCM simulator ([`fcm`], protocols.md §4.2)
@@ -131,6 +133,7 @@ pub mod knobs;
 pub mod stats;
 pub mod webpush;
 
+mod fast;
 mod frames;
 mod server;
 

@@ -27,10 +27,10 @@ use super::jwt::cert_uid;
 use super::stats::{ReceivedRequest, SimStats};
 
 /// The initial stream window; re-announcing it is how a new SETTINGS is provoked.
-const INITIAL_WINDOW: u32 = 65_535;
+pub(crate) const INITIAL_WINDOW: u32 = 65_535;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The connection-level flow-control window the simulators announce.
-const CONNECTION_WINDOW: u32 = 8 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
 /// Streams a client may cancel before the server accepted them.
 const PENDING_ACCEPT_RESETS: usize = 4096;
 
@@ -82,7 +82,7 @@ pub(crate) struct SimReply {
 type Answer = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Commands from stream tasks to their connection's task.
-enum ConnCmd {
+pub(crate) enum ConnCmd {
     Raise,
     GoAway(Bytes),
     /// Answer a stream at this time (the handler's latency).
@@ -104,40 +104,40 @@ impl std::fmt::Debug for ConnCmd {
 /// task per waiting stream cost the one-thread simulator half as much
 /// again per request at 50 ms as at none (docs/benchmarks.md, round 20);
 /// due answers now run on the connection's task and leave in one write.
-struct Waiting {
-    queue: BinaryHeap<Reverse<Due>>,
+pub(crate) struct Waiting<T> {
+    queue: BinaryHeap<Reverse<Due<T>>>,
     seq: u64,
     timer: Pin<Box<tokio::time::Sleep>>,
     /// The deadline `timer` is set to.
     armed: Option<Instant>,
 }
 
-struct Due {
+struct Due<T> {
     at: Instant,
     /// Arrival order, so that answers due at the same time keep it.
     seq: u64,
-    answer: Answer,
+    answer: T,
 }
 
-impl PartialEq for Due {
-    fn eq(&self, other: &Due) -> bool {
+impl<T> PartialEq for Due<T> {
+    fn eq(&self, other: &Due<T>) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+impl<T> Eq for Due<T> {}
+impl<T> PartialOrd for Due<T> {
+    fn partial_cmp(&self, other: &Due<T>) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Due {
-    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+impl<T> Ord for Due<T> {
+    fn cmp(&self, other: &Due<T>) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
 
-impl Waiting {
-    fn new() -> Waiting {
+impl<T> Waiting<T> {
+    pub(crate) fn new() -> Waiting<T> {
         Waiting {
             queue: BinaryHeap::new(),
             seq: 0,
@@ -146,7 +146,7 @@ impl Waiting {
         }
     }
 
-    fn push(&mut self, at: Instant, answer: Answer) {
+    pub(crate) fn push(&mut self, at: Instant, answer: T) {
         self.seq += 1;
         self.queue.push(Reverse(Due {
             at,
@@ -168,7 +168,7 @@ impl Waiting {
     }
 
     /// Ready when the earliest stream is due.
-    fn poll_due(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_due(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if self.armed.is_none() {
             return Poll::Pending;
         }
@@ -176,7 +176,7 @@ impl Waiting {
     }
 
     /// Moves the answers due by now to `out`, in order.
-    fn take_due(&mut self, out: &mut Vec<Answer>) {
+    pub(crate) fn take_due(&mut self, out: &mut Vec<T>) {
         let now = Instant::now();
         while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
             if let Some(Reverse(d)) = self.queue.pop() {
@@ -198,9 +198,10 @@ pub(crate) struct ConnCtx<S> {
     pub client_cert_uid: Option<String>,
     /// Handler-specific state.
     pub state: S,
-    raised: AtomicBool,
+    pub(super) raised: AtomicBool,
     goaway_sent: AtomicBool,
-    active: AtomicU64,
+    /// Streams open (accepted, not yet answered).
+    pub(super) active: AtomicU64,
     requests: AtomicU64,
     cmds: mpsc::UnboundedSender<ConnCmd>,
 }
@@ -241,6 +242,22 @@ pub(crate) trait Handler: Send + Sync + 'static {
         req: SimRequest,
         conn: Arc<ConnCtx<Self::Conn>>,
     ) -> impl Future<Output = SimReply> + Send;
+    /// Benchmark mode's answer from the request's `authorization` value
+    /// (`Err` when it is not text) and `apns-id` alone: the fast
+    /// connection loop's ([`ServerSetup::fast`]) only question. The
+    /// default serves no such mode.
+    fn quick(
+        &self,
+        _authorization: Option<Result<&str, ()>>,
+        _conn: &ConnCtx<Self::Conn>,
+        _apns_id: Option<HeaderValue>,
+    ) -> SimReply {
+        SimReply {
+            status: 500,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
 }
 
 /// Transport settings of one simulator.
@@ -254,6 +271,9 @@ pub(crate) struct ServerSetup {
     pub max_body: usize,
     /// Keep received requests in `SimStats::recent`.
     pub record: bool,
+    /// Serve connections with the benchmark loop (`super::fast`), whose
+    /// requests the handler answers with [`Handler::quick`].
+    pub fast: bool,
 }
 
 /// Binds `addr` and serves `handler` until [`SimHandle::shutdown`].
@@ -322,6 +342,10 @@ async fn serve_conn<H: Handler>(tcp: TcpStream, setup: ServerSetup, handler: Arc
     if start_low {
         ctl.initial_streams.store(1, Ordering::Release);
     }
+    if setup.fast {
+        let (ctx, rx) = conn_ctx(&*handler, has_client_cert, client_cert_uid, start_low);
+        return super::fast::serve(tls, ctx, rx, setup, handler).await;
+    }
     let io = FrameRewriter::new(tls, ctl.clone());
     let mut builder = h2::server::Builder::new();
     builder
@@ -345,6 +369,17 @@ async fn serve_conn<H: Handler>(tcp: TcpStream, setup: ServerSetup, handler: Arc
             return;
         }
     };
+    let (ctx, rx) = conn_ctx(&*handler, has_client_cert, client_cert_uid, start_low);
+    drive_conn(conn, rx, ctl, ctx, setup, handler).await;
+}
+
+/// A new connection's context (counted in the stats) and its command channel.
+fn conn_ctx<H: Handler>(
+    handler: &H,
+    has_client_cert: bool,
+    client_cert_uid: Option<String>,
+    start_low: bool,
+) -> (Arc<ConnCtx<H::Conn>>, mpsc::UnboundedReceiver<ConnCmd>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(ConnCtx {
         id: handler.stats().open_connection(),
@@ -357,7 +392,7 @@ async fn serve_conn<H: Handler>(tcp: TcpStream, setup: ServerSetup, handler: Arc
         requests: AtomicU64::new(0),
         cmds: tx,
     });
-    drive_conn(conn, rx, ctl, ctx, setup, handler).await;
+    (ctx, rx)
 }
 
 type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
@@ -387,7 +422,7 @@ async fn drive_conn<H: Handler>(
     // Streams accepted since the connection last ran out of frames to read,
     // and answers that came due.
     let mut fresh: Vec<Answer> = Vec::new();
-    let mut waiting = Waiting::new();
+    let mut waiting: Waiting<Answer> = Waiting::new();
     loop {
         let event = poll_fn(|cx| {
             if let Poll::Ready(Some(cmd)) = rx.poll_recv(cx) {

@@ -138,6 +138,7 @@ pub async fn start(addr: SocketAddr, opts: ApnsSimOptions) -> std::io::Result<Si
         start_low: true,
         max_body: 8 * 1024,
         record: !opts.accept_all && opts.recent_requests > 0,
+        fast: opts.accept_all,
     };
     let sim = Arc::new(ApnsSim {
         stats: Arc::new(SimStats::new(opts.recent_requests)),
@@ -186,15 +187,18 @@ impl Handler for ApnsSim {
         } else {
             self.decide(&req, &conn)
         };
-        if let Some(n) = self.opts.goaway_every {
-            if conn.count_request() == n {
-                conn.go_away(Bytes::from_static(br#"{"reason":"Shutdown"}"#));
-            }
-        }
-        if outcome == Err(ApnsReason::Shutdown) {
-            conn.go_away(Bytes::from_static(br#"{"reason":"Shutdown"}"#));
-        }
-        self.reply(apns_id, outcome)
+        self.finish(apns_id, outcome, &conn)
+    }
+
+    fn quick(
+        &self,
+        authorization: Option<Result<&str, ()>>,
+        conn: &ConnCtx<ConnAuth>,
+        apns_id: Option<HeaderValue>,
+    ) -> SimReply {
+        let apns_id = apns_id.or_else(|| unique_value(&uuid_v4()));
+        let outcome = self.authenticate_with(authorization, conn);
+        self.finish(apns_id, outcome, conn)
     }
 }
 
@@ -230,13 +234,40 @@ impl ApnsSim {
         self.after_auth(checked.token, &checked.topic)
     }
 
+    /// The connection's GOAWAY when it is due, then the reply.
+    fn finish(
+        &self,
+        apns_id: Option<HeaderValue>,
+        outcome: Result<(), ApnsReason>,
+        conn: &ConnCtx<ConnAuth>,
+    ) -> SimReply {
+        if let Some(n) = self.opts.goaway_every {
+            if conn.count_request() == n {
+                conn.go_away(Bytes::from_static(br#"{"reason":"Shutdown"}"#));
+            }
+        }
+        if outcome == Err(ApnsReason::Shutdown) {
+            conn.go_away(Bytes::from_static(br#"{"reason":"Shutdown"}"#));
+        }
+        self.reply(apns_id, outcome)
+    }
+
     /// Token auth (or certificate auth when the connection has a client certificate).
     fn authenticate(&self, req: &SimRequest, conn: &ConnCtx<ConnAuth>) -> Result<(), ApnsReason> {
-        match req
+        let value = req
             .headers
             .get(http::header::AUTHORIZATION)
-            .map(|v| v.to_str())
-        {
+            .map(|v| v.to_str().map_err(drop));
+        self.authenticate_with(value, conn)
+    }
+
+    /// [`ApnsSim::authenticate`] given the `authorization` value (`Err`: not text).
+    fn authenticate_with(
+        &self,
+        authorization: Option<Result<&str, ()>>,
+        conn: &ConnCtx<ConnAuth>,
+    ) -> Result<(), ApnsReason> {
+        match authorization {
             Some(Ok(value)) => {
                 let rules = AuthRules::new(&self.keys, &self.opts);
                 conn.state.check(value, &rules)?;

@@ -97,6 +97,7 @@ pub async fn start(addr: SocketAddr, opts: FcmSimOptions) -> std::io::Result<Sim
         start_low: false,
         max_body: 64 * 1024,
         record: !opts.accept_all && opts.recent_requests > 0,
+        fast: false,
     };
     let sim = Arc::new(FcmSim {
         stats: Arc::new(SimStats::new(opts.recent_requests)),
