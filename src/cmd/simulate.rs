@@ -50,7 +50,8 @@ pub struct Args {
     /// FCM: messages per project per minute before 429 QUOTA_EXCEEDED.
     #[arg(long)]
     pub quota_per_minute: Option<u64>,
-    /// Benchmark mode: only check credentials, answer 200 to everything else.
+    /// Benchmark mode: only check credentials, answer 200 to everything else
+    /// (APNs: on a lean HTTP/2 loop of its own rather than h2's server).
     #[arg(long)]
     pub accept_all: bool,
 }

@@ -49,12 +49,16 @@ const STREAM_CREDIT_STEP: u32 = 32 * 1024;
 const CONN_CREDIT_STEP: u32 = 1 << 20;
 /// Read at least this much room at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Past this much unwritten output, stop reading until the client reads.
+const OUT_HIGH_WATER: usize = 1 << 20;
 
 /// A request whose headers came, waiting for its body or its answer.
 struct Open {
     authorization: Option<Result<String, ()>>,
     apns_id: Option<HeaderValue>,
     body_len: u32,
+    /// END_STREAM came: the request waits for its answer only.
+    ended: bool,
 }
 
 /// A header block split over HEADERS and CONTINUATION frames.
@@ -196,6 +200,9 @@ pub(crate) async fn serve<H, IO>(
             if conn.waiting.poll_due(cx).is_ready() {
                 return Poll::Ready(Event::Due);
             }
+            if conn.out.len() >= OUT_HIGH_WATER {
+                return Poll::Pending;
+            }
             match tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut rbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Event::Gone),
                 Poll::Ready(Ok(_)) => Poll::Ready(Event::Read),
@@ -257,7 +264,7 @@ impl<H: Handler> Conn<H> {
             } => {
                 // Trailers of an open request: decoded to keep the table in
                 // step; the request ends with them.
-                if self.open.contains_key(&stream) && end_headers {
+                if self.open.get(&stream).is_some_and(|o| !o.ended) && end_headers {
                     self.decoder
                         .decode(&block, |_, _| {})
                         .map_err(|_| ConnError {
@@ -310,7 +317,7 @@ impl<H: Handler> Conn<H> {
                     frame::write_window_update(&mut self.out, 0, self.conn_unacked);
                     self.conn_unacked = 0;
                 }
-                if let Some(open) = self.open.get_mut(&stream) {
+                if let Some(open) = self.open.get_mut(&stream).filter(|o| !o.ended) {
                     open.body_len = open.body_len.saturating_add(data.len() as u32);
                     if end_stream {
                         self.complete(stream);
@@ -365,6 +372,7 @@ impl<H: Handler> Conn<H> {
                 authorization,
                 apns_id,
                 body_len: 0,
+                ended: false,
             },
         );
         if end_stream {
@@ -375,6 +383,9 @@ impl<H: Handler> Conn<H> {
 
     /// The whole request is in: answer now or when the latency has passed.
     fn complete(&mut self, stream: u32) {
+        if let Some(open) = self.open.get_mut(&stream) {
+            open.ended = true;
+        }
         self.handler.stats().count_request();
         let delay = self.handler.latency();
         if delay.is_zero() {

@@ -6,9 +6,10 @@
 //! docs/benchmarks.md, round 17). A provider connection needs far less of
 //! HTTP/2: small requests, small answers, no server push, no priorities.
 //!
-//! Status: these pieces are tested on their own and against h2's server
-//! (`tests/http2_wire.rs`, `tests/http2_conn.rs`); their place in `h2pool`
-//! comes next. Until then every provider connection goes through h2.
+//! Every provider connection of `h2pool` runs on them; they are tested on
+//! their own and against h2's server (`tests/http2_wire.rs`,
+//! `tests/http2_conn.rs`). The simulator's benchmark mode (`sim::fast`)
+//! serves on the same frame and HPACK layer.
 
 pub mod conn;
 pub mod frame;
