@@ -99,6 +99,18 @@ pub struct Settled {
     pub exhausted: Vec<usize>,
 }
 
+/// For each recipient of `run`, whether it is its device's first in the
+/// job (in a campaign; outside one every recipient is).
+fn first_of(run: &JobRun) -> Vec<bool> {
+    let campaign = run.job.campaign.is_some();
+    first_in_job(
+        run.job
+            .recipients
+            .iter()
+            .map(|r| campaign.then(|| device_key(r))),
+    )
+}
+
 /// What one recipient came to.
 enum Step {
     Final(Status, Outcome),
@@ -228,37 +240,49 @@ impl<D: Deliver> Dispatcher<D> {
         }
     }
 
-    /// Every recipient deferred to the first delay queue, the attempt not
-    /// counted: what a job gets when its dispatch shard stopped under it.
-    fn stopped(&self, run: &JobRun) -> Settled {
-        let steps = run
-            .job
-            .recipients
-            .iter()
-            .map(|_| {
-                let o = Outcome {
-                    provider_reason: Some("deferred: dispatch stopped".into()),
-                    ..Outcome::default()
-                };
-                Some(self.defer(run, Duration::ZERO, o))
-            })
-            .collect();
-        self.settle(run, steps)
+    /// The recipients `part` deferred to the first delay queue, the
+    /// attempt not counted: what they get when their dispatch shard
+    /// stopped under them.
+    fn stopped(&self, run: &JobRun, part: std::ops::Range<usize>, steps: &mut [Option<Step>]) {
+        for slot in steps.iter_mut().skip(part.start).take(part.len()) {
+            let o = Outcome {
+                provider_reason: Some("deferred: dispatch stopped".into()),
+                ..Outcome::default()
+            };
+            *slot = Some(self.defer(run, Duration::ZERO, o));
+        }
     }
 
     /// Delivers every recipient of `run` (at most `permits` deliveries in
     /// flight, shared with other jobs) and settles each one.
     pub async fn dispatch(&self, run: &JobRun, permits: &Semaphore) -> Settled {
         let n = run.job.recipients.len();
-        let mut steps: Vec<Option<Step>> = (0..n).map(|_| None).collect();
-        let keys: Vec<u64> = run.job.recipients.iter().map(device_key).collect();
-        let campaign = run.job.campaign.is_some();
-        let first = first_in_job(keys.iter().map(|k| campaign.then_some(*k)));
-        let mut each = keys
+        let first = first_of(run);
+        let steps = self.run_part(run, permits, 0..n, &first).await;
+        self.settle(run, steps)
+    }
+
+    /// Delivers the recipients `part` of `run`; `first` (for the whole
+    /// job: [`first_of`]) says which are a device's first in the job.
+    /// Returns a step for each recipient of the job, `None` outside `part`.
+    async fn run_part(
+        &self,
+        run: &JobRun,
+        permits: &Semaphore,
+        part: std::ops::Range<usize>,
+        first: &[bool],
+    ) -> Vec<Option<Step>> {
+        let n = part.len();
+        let mut steps: Vec<Option<Step>> = (0..run.job.recipients.len()).map(|_| None).collect();
+        let mut each = run
+            .job
+            .recipients
             .iter()
             .zip(first)
             .enumerate()
-            .map(|(i, (&key, first))| self.one(run, i, key, first, permits));
+            .skip(part.start)
+            .take(n)
+            .map(|(i, (r, &first))| self.one(run, i, device_key(r), first, permits));
         let mut record = |(i, step): (usize, Step)| {
             if let Some(slot) = steps.get_mut(i) {
                 *slot = Some(step);
@@ -293,7 +317,7 @@ impl<D: Deliver> Dispatcher<D> {
                 record(done);
             }
         }
-        self.settle(run, steps)
+        steps
     }
 
     async fn one(

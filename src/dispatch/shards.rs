@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::{Deliver, Dispatcher, JobRun, Permits, Settled};
+use super::{Deliver, Dispatcher, JobRun, Permits, Settled, Step};
 use crate::job::Platform;
 use crate::provider::h2pool::PoolStats;
 use crate::telemetry::PoolSource;
@@ -159,10 +159,23 @@ impl<D: Send + Sync + 'static> Shards<D> {
     }
 }
 
+/// A job of at least this many recipients is split across the shards, in
+/// contiguous parts of at least half of it each.
+///
+/// Why: a fan-out job's deliveries are CPU work (requests built, TLS,
+/// answers read and settled: about 15 µs a recipient at 50 ms), and on one
+/// shard its last request left about 5 ms after its first, so its results
+/// waited that long past the provider's latency while the other core had
+/// room (docs/benchmarks.md, round 20). Each part still keeps its
+/// recipients on one thread. Smaller jobs stay whole: they are many, and
+/// they spread over the shards by themselves.
+const SPLIT_MIN: usize = 64;
+
 impl<D: Deliver> Shards<D> {
-    /// Dispatches `run` on the least-loaded shard with `base`'s retry
-    /// policy, policy and shutdown flag, that shard's deliverer and its
-    /// share of `permits`.
+    /// Dispatches `run` on the least-loaded shard (a large job in parts on
+    /// several, [`SPLIT_MIN`]) with `base`'s retry policy, policy and
+    /// shutdown flag, each shard's deliverer and its share of `permits`,
+    /// then settles the whole job here.
     /// Dropping the future cancels the job's deliveries, as it would
     /// without shards.
     pub(super) async fn dispatch(
@@ -171,32 +184,69 @@ impl<D: Deliver> Shards<D> {
         run: &JobRun,
         permits: &Permits,
     ) -> Settled {
-        let k = self.pick();
-        let shard = &self.shards[k];
-        let local = Dispatcher {
-            deliver: Arc::clone(&shard.deliver),
-            retry: Arc::clone(&base.retry),
-            policy: Arc::clone(&base.policy),
-            shutdown: base.shutdown.clone(),
-            shards: None,
-        };
-        let (job, permits) = (run.clone(), Arc::clone(permits.shard(k)));
         let n = run.job.recipients.len();
-        shard.load.fetch_add(n, Relaxed);
-        let mut task = AbortOnDrop(
-            shard
-                .handle
-                .spawn(async move { local.dispatch(&job, &permits).await }),
-        );
-        let joined = task.join().await;
-        shard.load.fetch_sub(n, Relaxed);
-        match joined {
-            Ok(settled) => settled,
-            // The job's panic, raised here as it would be without shards
-            // (the job's handler dead-letters it).
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => base.stopped(run),
+        let parts = if n >= SPLIT_MIN { self.shards.len() } else { 1 };
+        let first = Arc::new(super::first_of(run));
+        let mut tasks = Vec::with_capacity(parts);
+        for p in 0..parts {
+            let part = p * n / parts..(p + 1) * n / parts;
+            let k = self.pick();
+            let shard = &self.shards[k];
+            let local = Dispatcher {
+                deliver: Arc::clone(&shard.deliver),
+                retry: Arc::clone(&base.retry),
+                policy: Arc::clone(&base.policy),
+                shutdown: base.shutdown.clone(),
+                shards: None,
+            };
+            let (job, permits, first) = (run.clone(), Arc::clone(permits.shard(k)), first.clone());
+            let load = Load::add(&shard.load, part.len());
+            let range = part.clone();
+            let task = AbortOnDrop(
+                shard
+                    .handle
+                    .spawn(async move { local.run_part(&job, &permits, range, &first).await }),
+            );
+            tasks.push((part, task, load));
         }
+        let mut steps: Vec<Option<Step>> = (0..n).map(|_| None).collect();
+        for (part, mut task, load) in tasks {
+            let joined = task.join().await;
+            drop(load);
+            match joined {
+                Ok(done) => {
+                    let mine = steps.iter_mut().zip(done).skip(part.start).take(part.len());
+                    for (slot, step) in mine {
+                        *slot = step;
+                    }
+                }
+                // The job's panic, raised here as it would be without shards
+                // (the job's handler dead-letters it).
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => base.stopped(run, part, &mut steps),
+            }
+        }
+        base.settle(run, steps)
+    }
+}
+
+/// Recipients counted in a shard's load until dropped (also when the job's
+/// future is dropped midway).
+struct Load<'a> {
+    load: &'a AtomicUsize,
+    n: usize,
+}
+
+impl<'a> Load<'a> {
+    fn add(load: &'a AtomicUsize, n: usize) -> Load<'a> {
+        load.fetch_add(n, Relaxed);
+        Load { load, n }
+    }
+}
+
+impl Drop for Load<'_> {
+    fn drop(&mut self) {
+        self.load.fetch_sub(self.n, Relaxed);
     }
 }
 

@@ -241,6 +241,62 @@ async fn dropping_the_dispatch_cancels_the_job_on_its_shard() {
     shards.stop().await;
 }
 
+/// A job of SPLIT_MIN or more runs in contiguous parts, one per shard,
+/// each part on its shard's thread; every recipient is delivered once
+/// and the entries come back in the job's order.
+#[tokio::test]
+async fn a_large_job_is_split_over_the_shards_in_contiguous_parts() {
+    let (d, shards) = sharded(2);
+    let permits = Permits::new(1000, 2);
+    let n = SPLIT_MIN + 36;
+    let tokens: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let s = d.dispatch_job(&job("big", &refs), &permits).await;
+    assert_eq!(s.entries.len(), n);
+    for (e, t) in s.entries.iter().zip(&tokens) {
+        assert_eq!(e.status, Status::Delivered);
+        assert_eq!(e.token.as_deref(), Some(t.as_str()), "entries in job order");
+    }
+    let counts: Vec<usize> = shards
+        .delivers()
+        .map(|r| r.seen.lock().unwrap().len())
+        .collect();
+    assert_eq!(counts, [n / 2, n - n / 2], "half the job on each shard");
+    for (i, r) in shards.delivers().enumerate() {
+        for (_, thread) in r.seen.lock().unwrap().iter() {
+            assert_eq!(thread, &format!("pushgate-shard-{i}"));
+        }
+    }
+    // Below SPLIT_MIN a job stays whole.
+    let small: Vec<&str> = refs[..SPLIT_MIN - 1].to_vec();
+    let before = counts;
+    d.dispatch_job(&job("small", &small), &permits).await;
+    let grew: Vec<usize> = shards
+        .delivers()
+        .zip(&before)
+        .map(|(r, b)| r.seen.lock().unwrap().len() - b)
+        .collect();
+    assert!(
+        grew.contains(&(SPLIT_MIN - 1)) && grew.contains(&0),
+        "{grew:?}"
+    );
+    shards.stop().await;
+}
+
+/// Stopped shards defer every part of a large job, nothing lost.
+#[tokio::test]
+async fn a_large_job_on_stopped_shards_is_deferred_whole() {
+    let (d, shards) = sharded(2);
+    shards.stop().await;
+    let permits = Permits::new(1000, 2);
+    let tokens: Vec<String> = (0..SPLIT_MIN * 2).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let s = d.dispatch_job(&job("big", &refs), &permits).await;
+    assert_eq!(s.entries.len(), SPLIT_MIN * 2);
+    assert!(s.entries.iter().all(|e| e.status == Status::Retrying));
+    assert_eq!(s.deferred.get(&0).map(Vec::len), Some(SPLIT_MIN * 2));
+}
+
 #[tokio::test]
 async fn after_stop_every_recipient_is_deferred_not_lost() {
     let (d, shards) = sharded(2);
