@@ -1,14 +1,15 @@
 //! Dispatch shards: `n` threads, each running its own current-thread
 //! runtime with its own provider connections (`D`), so that every
-//! recipient of a job is delivered on one thread.
+//! recipient of a job (of a part of a large job, [`SPLIT_MIN`]) is
+//! delivered on one thread.
 //!
 //! Why: on a multi-thread runtime a job's delivery futures, the HTTP/2
 //! connection tasks that answer them and the allocator's blocks hop between
 //! threads on every request (cross-thread wake-ups, a contended lock in
 //! `h2`, remote frees in mimalloc). A fan-out notification cost 10.5 µs of
 //! CPU on two worker threads against 8.4 µs on one (docs/benchmarks.md,
-//! round 16). Here a job crosses threads twice (to its shard and back),
-//! and everything per recipient stays on the shard.
+//! round 16). Here a job (or each part of it) crosses threads twice (to
+//! its shard and back), and everything per recipient stays on the shard.
 //!
 //! The broker side (consuming, decoding, publishing results, acks) stays
 //! on the caller's runtime; the policy, throttles and metrics are shared by
