@@ -1,6 +1,6 @@
 //! Dispatch shards: `n` threads, each running its own current-thread
 //! runtime with its own provider connections (`D`), so that every
-//! recipient of a job (of a part of a large job, [`SPLIT_MIN`]) is
+//! recipient of a job (of a part of a large job, `SPLIT_MIN`) is
 //! delivered on one thread.
 //!
 //! Why: on a multi-thread runtime a job's delivery futures, the HTTP/2
