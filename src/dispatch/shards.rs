@@ -210,21 +210,30 @@ impl<D: Deliver> Shards<D> {
             );
             tasks.push((part, task, load));
         }
-        let mut steps: Vec<Option<Step>> = (0..n).map(|_| None).collect();
+        // The first part's steps (a step per recipient, `None` outside the
+        // part) take in the others': a whole job needs no second vector.
+        let mut steps: Vec<Option<Step>> = Vec::new();
         for (part, mut task, load) in tasks {
             let joined = task.join().await;
             drop(load);
-            match joined {
-                Ok(done) => {
-                    let mine = steps.iter_mut().zip(done).skip(part.start).take(part.len());
-                    for (slot, step) in mine {
-                        *slot = step;
-                    }
-                }
+            let done = match joined {
+                Ok(done) => done,
                 // The job's panic, raised here as it would be without shards
                 // (the job's handler dead-letters it).
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => base.stopped(run, part, &mut steps),
+                Err(_) => {
+                    let mut none: Vec<Option<Step>> = (0..n).map(|_| None).collect();
+                    base.stopped(run, part.clone(), &mut none);
+                    none
+                }
+            };
+            if steps.is_empty() {
+                steps = done;
+            } else {
+                let theirs = steps.iter_mut().zip(done).skip(part.start).take(part.len());
+                for (slot, step) in theirs {
+                    *slot = step;
+                }
             }
         }
         base.settle(run, steps)

@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -409,11 +409,10 @@ impl<H: Handler> Conn<H> {
         let Some(open) = self.open.remove(&stream) else {
             return;
         };
-        let authorization = match &open.authorization {
-            Some(Ok(v)) => Some(Ok(v.as_str())),
-            Some(Err(())) => Some(Err(())),
-            None => None,
-        };
+        let authorization = open
+            .authorization
+            .as_ref()
+            .map(|a| a.as_deref().map_err(drop));
         let reply = self.handler.quick(authorization, &self.ctx, open.apns_id);
         self.handler.stats().count_status(reply.status);
         self.write_reply(stream, reply);
@@ -421,13 +420,17 @@ impl<H: Handler> Conn<H> {
     }
 
     fn write_reply(&mut self, stream: u32, reply: SimReply) {
+        // A status from the static list, not a string built per answer.
+        let Ok(status) = http::StatusCode::from_u16(reply.status) else {
+            frame::write_rst_stream(&mut self.out, stream, code::INTERNAL_ERROR);
+            return;
+        };
         let mut block = std::mem::take(&mut self.block);
         block.clear();
         self.encoder.begin(&mut block);
-        let status = reply.status.to_string();
         self.encoder.field(
             b":status",
-            status.as_bytes(),
+            status.as_str().as_bytes(),
             Indexing::Incremental,
             &mut block,
         );
@@ -465,7 +468,7 @@ impl<H: Handler> Conn<H> {
             }
             ConnCmd::GoAway(debug) => {
                 self.handler.stats().count_goaway();
-                write_goaway(&mut self.out, self.last_stream, code::NO_ERROR, &debug);
+                frame::write_goaway(&mut self.out, self.last_stream, code::NO_ERROR, &debug);
                 self.closing = true;
             }
             // The full server's delayed answers: not used here.
@@ -475,20 +478,8 @@ impl<H: Handler> Conn<H> {
 
     /// Ends the connection with a GOAWAY carrying `code`.
     async fn fail<IO: AsyncWrite + Unpin>(&mut self, io: &mut IO, code: u32) {
-        write_goaway(&mut self.out, self.last_stream, code, b"");
+        frame::write_goaway(&mut self.out, self.last_stream, code, b"");
         let _ = io.write_all(&self.out).await;
         let _ = io.shutdown().await;
     }
-}
-
-/// A GOAWAY with debug data (APNs puts its JSON reason there).
-fn write_goaway(dst: &mut BytesMut, last_stream: u32, code: u32, debug: &[u8]) {
-    let mut f = BytesMut::with_capacity(17 + debug.len());
-    frame::write_goaway(&mut f, last_stream, code);
-    let len = 8 + debug.len();
-    f[0] = (len >> 16) as u8;
-    f[1] = (len >> 8) as u8;
-    f[2] = len as u8;
-    dst.put_slice(&f);
-    dst.put_slice(debug);
 }

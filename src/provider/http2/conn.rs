@@ -569,7 +569,7 @@ fn finish(st: &mut State, id: u32, result: Result<(), Error>, wake: &mut Vec<Wak
 
 /// A connection error of ours: GOAWAY with `code`, then the end.
 fn fail(st: &mut State, code: u32, what: String, wake: &mut Vec<Waker>) {
-    frame::write_goaway(&mut st.out, 0, code);
+    frame::write_goaway(&mut st.out, 0, code, b"");
     close(st, Error::Protocol(what), wake);
 }
 

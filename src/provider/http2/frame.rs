@@ -36,6 +36,7 @@ const PRIORITY_FLAG: u8 = 0x20;
 pub mod code {
     pub const NO_ERROR: u32 = 0x0;
     pub const PROTOCOL_ERROR: u32 = 0x1;
+    pub const INTERNAL_ERROR: u32 = 0x2;
     pub const FLOW_CONTROL_ERROR: u32 = 0x3;
     pub const FRAME_SIZE_ERROR: u32 = 0x6;
     pub const REFUSED_STREAM: u32 = 0x7;
@@ -376,11 +377,13 @@ pub fn write_rst_stream(dst: &mut BytesMut, stream: u32, code: u32) {
     dst.put_u32(code);
 }
 
-/// A GOAWAY naming the last stream we processed (none: 0).
-pub fn write_goaway(dst: &mut BytesMut, last_stream: u32, code: u32) {
-    head(dst, 8, GOAWAY, 0, 0);
+/// A GOAWAY naming the last stream we processed (none: 0), with `debug`
+/// data after the code (APNs puts its JSON reason there).
+pub fn write_goaway(dst: &mut BytesMut, last_stream: u32, code: u32, debug: &[u8]) {
+    head(dst, 8 + debug.len(), GOAWAY, 0, 0);
     dst.put_u32(last_stream & 0x7fff_ffff);
     dst.put_u32(code);
+    dst.put_slice(debug);
 }
 
 #[cfg(test)]
@@ -412,7 +415,7 @@ mod tests {
         write_window_update(&mut b, 0, 1_000_000);
         write_ping(&mut b, *b"pushgate", false);
         write_rst_stream(&mut b, 3, code::CANCEL);
-        write_goaway(&mut b, 7, code::NO_ERROR);
+        write_goaway(&mut b, 7, code::NO_ERROR, b"");
         write_data(&mut b, 5, b"{}", true, DEFAULT_MAX_FRAME);
         let mut got = Vec::new();
         while let Some(f) = read(&mut b, DEFAULT_MAX_FRAME).unwrap() {
