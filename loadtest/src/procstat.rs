@@ -175,10 +175,23 @@ pub fn pin_thread(tid: u32, cpus: &str) -> std::io::Result<()> {
     util_linux("taskset", &["-p", "-c", cpus, &tid.to_string()])
 }
 
-/// Sets the CPUs of every thread of `pid` (util-linux `taskset -a`); the
-/// threads they start later inherit it.
+/// Sets the CPUs of every thread of `pid`; the threads they start later
+/// inherit it. A thread that ends meanwhile is passed over: `taskset -a`
+/// failed the whole call for it (seen in CI, where the tests beside this
+/// one start and end threads in the same process).
 pub fn pin_pid(pid: u32, cpus: &str) -> std::io::Result<()> {
-    util_linux("taskset", &["-a", "-p", "-c", cpus, &pid.to_string()])
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let name = entry?.file_name();
+        let Some(tid) = name.to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Err(e) = pin_thread(tid, cpus) {
+            if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sets every thread of `pid` to SCHED_RR 10 (`on`) or back to SCHED_OTHER (util-linux `chrt`).
