@@ -9,7 +9,7 @@ use crate::echo::EchoResult;
 use crate::gateway::GatewayRun;
 use crate::peers::PeerResult;
 use crate::procstat::Usage;
-use crate::tracker::percentiles;
+use crate::tracker::{percentiles, Tracker};
 
 /// Everything one run produced.
 #[derive(Debug)]
@@ -81,6 +81,26 @@ fn latency_cell(samples: &mut [u32]) -> String {
         ),
         None => "n/a (no results)".into(),
     }
+}
+
+/// The five jobs with the slowest result and when each was published:
+/// tails that come in episodes show as jobs published close together.
+fn slowest_cell(t: &Tracker) -> String {
+    let jobs = t.slowest_jobs(5);
+    if jobs.is_empty() {
+        return "n/a (no results)".into();
+    }
+    let cells: Vec<String> = jobs
+        .iter()
+        .map(|&(us, at_ms)| {
+            format!(
+                "{:.1} ms ({:.2} s)",
+                f64::from(us) / 1e3,
+                f64::from(at_ms) / 1e3
+            )
+        })
+        .collect();
+    cells.join(", ")
 }
 
 fn cores(u: &Option<Usage>) -> String {
@@ -194,6 +214,12 @@ impl RunReport {
                 provider,
             ),
         ];
+        if !preload {
+            rows.push((
+                "slowest jobs: slowest result (published at, after the start)".into(),
+                slowest_cell(&g.tracker),
+            ));
+        }
         if let Some(u) = g.gateway {
             rows.push((
                 "gateway CPU".into(),

@@ -89,6 +89,10 @@ pub struct Tracker {
     /// (`latency_ms`), microseconds: the end-to-end latency minus this is
     /// the gateway's and the broker's share.
     pub provider_us: Vec<u32>,
+    /// Each job's slowest final entry (publish-to-result, µs; 0 = none
+    /// measured) and when the job was published (ms after the run's epoch):
+    /// where a tail comes from, and when in the run.
+    job_worst: Vec<[u32; 2]>,
     pub first: Option<Instant>,
     pub last: Option<Instant>,
     pub messages: u64,
@@ -114,6 +118,7 @@ impl Tracker {
             retry_recipients: 0,
             latencies_us: Vec::with_capacity(bits.min(4_000_000)),
             provider_us: Vec::with_capacity(bits.min(4_000_000)),
+            job_worst: vec![[0; 2]; usize::try_from(jobs).unwrap_or(0)],
             first: None,
             last: None,
             messages: 0,
@@ -197,9 +202,12 @@ impl Tracker {
         }
         if let Some(sent) = times.get(seq).filter(|&sent| sent >= self.warmup_ns) {
             let at = u64::try_from(now.duration_since(times.epoch).as_nanos()).unwrap_or(0);
-            let us = at.saturating_sub(sent) / 1000;
-            self.latencies_us
-                .push(u32::try_from(us).unwrap_or(u32::MAX));
+            let us = u32::try_from(at.saturating_sub(sent) / 1000).unwrap_or(u32::MAX);
+            self.latencies_us.push(us);
+            if let Some(w) = self.job_worst.get_mut(seq as usize) {
+                let sent_ms = u32::try_from(sent / 1_000_000).unwrap_or(u32::MAX);
+                *w = [w[0].max(us), sent_ms];
+            }
             if let Some(ms) = e.latency_ms {
                 let us = ms.saturating_mul(1000);
                 self.provider_us.push(u32::try_from(us).unwrap_or(u32::MAX));
@@ -223,6 +231,26 @@ impl Tracker {
             }
         }
         n
+    }
+
+    /// The `n` jobs whose slowest final entry was slowest, slowest first:
+    /// (its latency in µs, the job's publish time in ms after the run's
+    /// epoch).
+    pub fn slowest_jobs(&self, n: usize) -> Vec<(u32, u32)> {
+        let mut jobs: Vec<(u32, u32)> = self
+            .job_worst
+            .iter()
+            .filter(|w| w[0] > 0)
+            .map(|w| (w[0], w[1]))
+            .collect();
+        let n = n.min(jobs.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        jobs.select_nth_unstable_by(n - 1, |a, b| b.cmp(a));
+        jobs.truncate(n);
+        jobs.sort_unstable_by(|a, b| b.cmp(a));
+        jobs
     }
 }
 
@@ -278,6 +306,32 @@ mod tests {
         assert_eq!(t.latencies_us.len(), 2);
         assert_eq!(t.missing(3, |_| false), 4);
         assert_eq!(t.missing(3, |s| s != 0), 0);
+    }
+
+    #[test]
+    fn slowest_jobs_name_each_jobs_slowest_entry_and_when_it_was_published() {
+        let epoch = Instant::now() - std::time::Duration::from_secs(10);
+        let times = PublishTimes::new(4, epoch);
+        for seq in 0..3 {
+            times.mark(seq);
+        }
+        let mut t = Tracker::new("lt-x", 4, 2);
+        let sent = |seq: u64| epoch + std::time::Duration::from_nanos(times.get(seq).unwrap_or(0));
+        let ms = std::time::Duration::from_millis;
+        // Job 0: entries after 5 and 40 ms; job 1: 20 ms; job 2: 30 ms.
+        let one = |t: &mut Tracker, job: &str, r: &str, at: Instant| {
+            t.result_message(&msg(&[(job, r, "delivered", None)]), at, &times);
+        };
+        one(&mut t, "lt-x-0", "r0", sent(0) + ms(5));
+        one(&mut t, "lt-x-0", "r1", sent(0) + ms(40));
+        one(&mut t, "lt-x-1", "r0", sent(1) + ms(20));
+        one(&mut t, "lt-x-2", "r0", sent(2) + ms(30));
+        let slowest = t.slowest_jobs(2);
+        let worst: Vec<u32> = slowest.iter().map(|&(us, _)| us / 1000).collect();
+        assert_eq!(worst, [40, 30], "job 0's slowest entry, then job 2's");
+        let at = u32::try_from(times.get(0).unwrap_or(0) / 1_000_000).unwrap_or(0);
+        assert_eq!(slowest[0].1, at, "job 0's publish time, in ms");
+        assert_eq!(t.slowest_jobs(10).len(), 3, "job 3 has no result");
     }
 
     #[test]
