@@ -107,7 +107,7 @@ pub async fn publish(
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_delivery_mode(2);
+        .with_delivery_mode(if plan.persistent { 2 } else { 1 });
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::with_capacity(2048);
     for seq in 0..plan.jobs {
@@ -284,6 +284,47 @@ fn rabbitmqctl() -> tokio::process::Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Needs RabbitMQ running (the test script starts it).
+    #[tokio::test]
+    async fn jobs_go_out_persistent_unless_the_run_asks_for_transient() {
+        let conn = connect("amqp://guest:guest@127.0.0.1:5672/%2f", "lt-test-mode")
+            .await
+            .expect("RabbitMQ is running");
+        let ch = conn.create_channel().await.expect("channel");
+        let names = Names::new();
+        declare_input(&ch, &names.input).await.expect("declared");
+        let mut modes = Vec::new();
+        for persistent in [true, false] {
+            let plan = Plan {
+                tag: names.tag.clone(),
+                jobs: 1,
+                recipients: 1,
+                mix: crate::cli::Mix::Ok,
+                invalid: 0.0,
+                latency_warmup: Duration::ZERO,
+                persistent,
+            };
+            let (times, done) = (
+                PublishTimes::new(1, Instant::now().into()),
+                AtomicU64::new(0),
+            );
+            publish(&ch, &names.input, &plan, 0.0, &times, &done)
+                .await
+                .expect("published");
+            let got = ch
+                .basic_get(
+                    names.input.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .expect("basic.get")
+                .expect("the job is in the queue");
+            modes.push(*got.properties.delivery_mode());
+        }
+        cleanup(&ch, &names).await;
+        assert_eq!(modes, [Some(2), Some(1)]);
+    }
 
     #[test]
     fn finds_connections_by_name() {

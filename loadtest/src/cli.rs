@@ -195,6 +195,13 @@ pub struct RunArgs {
     /// consumption alone; latency is then queue time and is not reported.
     #[arg(long)]
     pub preload: bool,
+    /// Publish the jobs transient (delivery mode 1) instead of persistent,
+    /// for the gateway and the baselines alike: keeps the broker's disk out
+    /// of the latency. RabbitMQ 3.10 writes each persistent job to its
+    /// message store, and at times holds a queue's deliveries for 10-70 ms
+    /// (docs/benchmarks.md, round 21).
+    #[arg(long)]
+    pub transient: bool,
     /// Simulator answer delay, e.g. `50ms` or `5ms..20ms`.
     #[arg(long, default_value = "0ms")]
     pub latency: String,

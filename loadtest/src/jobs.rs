@@ -35,6 +35,9 @@ pub struct Plan {
     pub invalid: f64,
     /// Jobs published this soon after the first are left out of latencies.
     pub latency_warmup: std::time::Duration,
+    /// Jobs are published persistent (delivery mode 2, as services publish
+    /// them), or transient (1) to keep the broker's disk out of the path.
+    pub persistent: bool,
 }
 
 /// The app of valid jobs (configured in the gateway's generated config).
@@ -188,6 +191,7 @@ mod tests {
             mix,
             invalid,
             latency_warmup: std::time::Duration::ZERO,
+            persistent: true,
         }
     }
 

@@ -32,6 +32,7 @@ pub async fn run(args: &RunArgs, command: String) -> anyhow::Result<RunReport> {
         mix: args.mix,
         invalid: args.invalid,
         latency_warmup: args.latency_warmup,
+        persistent: !args.transient,
     };
     let (load_start, cores) = procstat::machine();
     let work_dir = std::env::temp_dir().join("pushgate-loadtest");
@@ -174,7 +175,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
         preload: args.preload,
         latency: args.latency.clone(),
         settings: format!(
-            "gateway: {} APNs connections, prefetch {}, read interval {}, max_in_flight {}, app rate {}, device bucket {}, runtime threads {}, simulator threads {}, results {}; mix {:?}, invalid share {}{}; scheduling: {}",
+            "gateway: {} APNs connections, prefetch {}, read interval {}, max_in_flight {}, app rate {}, device bucket {}, runtime threads {}, simulator threads {}, results {}; jobs {}, mix {:?}, invalid share {}{}; scheduling: {}",
             c.connections,
             c.prefetch,
             c.read_interval.clone().unwrap_or_else(|| format!(
@@ -192,6 +193,7 @@ fn new_report(args: &RunArgs, plan: &Plan, command: String, cores: usize, load: 
                 (None, Some(n)) => n.to_string(),
             },
             if args.results == Results::All { "all" } else { "undelivered only" },
+            if args.transient { "transient" } else { "persistent" },
             args.mix,
             args.invalid,
             if args.rate > 0.0 { format!(", {} jobs/s", args.rate) } else { String::new() }
